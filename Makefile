@@ -1,0 +1,40 @@
+# Two entry points: `make course` opens the course, `make test` runs every test.
+# Both set up what they need first (virtual environment, packages, MNIST) and are
+# quick when nothing changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: course test setup data notebooks benchmark
+
+course: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=. notebooks/01_forward_pass/01_forward_pass.ipynb
+
+test: setup
+	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg tests solutions $(PYTEST_ARGS)
+
+setup: $(INSTALLED) data
+
+# Reinstalls only when the package's dependencies change.
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+# Verifies the MNIST files (a second or two) and fetches them only when missing or corrupt.
+data: $(INSTALLED)
+	$(PY) -m course_utils.data --quiet
+
+# Regenerates the student notebooks from the instructor versions in solutions/.
+notebooks: setup
+	for lesson in solutions/*/; do \
+		$(VENV)/bin/nbgrader generate_assignment "$$(basename $$lesson)" --force --log-level=WARN || exit 1; \
+	done
+
+benchmark: setup
+	$(PY) benchmarks/bench_mnist_epoch.py
+	$(PY) benchmarks/bench_graders.py
