@@ -10,8 +10,11 @@ PYTEST_ARGS ?=
 
 .PHONY: course test setup data notebooks benchmark
 
+# JupyterLab refuses to run as root unless told to (containers often run as root).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 course: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=. notebooks/01_forward_pass/01_forward_pass.ipynb
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) --notebook-dir=. notebooks/01_forward_pass/01_forward_pass.ipynb
 
 test: setup
 	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg tests solutions $(PYTEST_ARGS)
