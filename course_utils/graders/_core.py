@@ -30,7 +30,7 @@ PLAIN_NAMES: dict[str, str] = {
     "wrong_reduction": "loss uses sum (or none) instead of the mean",
     "softmax_before_cross_entropy": "softmax applied before cross-entropy",
     "numerically_unstable": "loss overflows for large logits",
-    "detached_result": "loss is cut off from the autograd graph",
+    "detached_result": "result (loss or model output) is cut off from the autograd graph",
     "wrong_gradient": "analytic gradient is wrong",
     "no_in_place_update": "parameters not updated in place",
     "gradient_ascent": "update goes up the gradient instead of down",
@@ -399,7 +399,8 @@ def check(name: str, student: Any, **options: Any) -> Report:
     """Grades and shows the report; raises ``AssertionError`` with the feedback unless passed.
 
     Example:
-        >>> check("mse_loss", lambda p, t: ((p - t) ** 2).mean()).passed
+        >>> check("mse_loss", lambda p, t: ((p - t) ** 2).mean()).passed  # doctest: +ELLIPSIS
+        mse_loss: all ... checks passed.
         True
     """
     report = grade(name, student, **options)

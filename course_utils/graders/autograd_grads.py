@@ -1,0 +1,102 @@
+"""Grader for lesson 03: `linear_mse_grads(w, b, x, y)`, a linear model's MSE gradients by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from course_utils.graders._checks import close, first_values, generator, kind, number, ratio, shape
+from course_utils.graders._core import Judge, exercise
+
+Case = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+_AUTOGRAD_OFF = ("Your function is called inside `torch.no_grad()` with plain tensors, so autograd "
+                 "records nothing and `backward()` has no graph to follow. This exercise asks "
+                 "for the gradient formula itself: differentiate `mean((x @ w + b - y) ** 2)` "
+                 "by hand and compute it with tensor operations.")
+
+
+@exercise("linear_mse_grads")
+def grade_linear_mse_grads(judge: Judge, student: Any, *, data: str = "toy") -> None:
+    """Grades `linear_mse_grads`: returns `(dL/dw, dL/db)` for `L = mean((x @ w + b - y) ** 2)`."""
+    gen = generator(judge.seed)
+    cases = [(torch.randn(f, generator=gen), torch.randn((), generator=gen),
+              torch.randn(n, f, generator=gen), torch.randn(n, generator=gen))
+             for n, f in ((6, 3), (10, 4), (1, 2))]
+    results = []
+    with torch.no_grad(), judge.context(known_errors={"does not require grad":
+                                                      ("raised_exception", _AUTOGRAD_OFF)}):
+        for case in cases:
+            results.append(judge.call(student, *(t.clone() for t in case)))
+    wrong = [r for r in results if not _is_tensor_pair(r)]
+    if wrong:
+        held = f" holding {kind(wrong[0][0])} and {kind(wrong[0][1])}" \
+            if isinstance(wrong[0], (tuple, list)) and len(wrong[0]) == 2 else ""
+        forgot = " Did you forget `return`?" if wrong[0] is None else ""
+        judge.require(False, "wrong_return_type",
+                      f"`linear_mse_grads` returned {kind(wrong[0])}{held}; it should return a "
+                      f"pair `(dw, db)` of tensors with the shapes of `w` and `b`.{forgot}")
+    judge.expect(True, "wrong_return_type", "")
+    expected = [_reference(*case) for case in cases]
+    for index, (name, of) in enumerate((("dw", "w"), ("db", "b"))):
+        runs = [(case, result[index], reference[index])
+                for case, result, reference in zip(cases, results, expected)]
+        _check_gradient(judge, name, of, runs)
+
+
+def _is_tensor_pair(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2 \
+        and all(isinstance(t, torch.Tensor) for t in value)
+
+
+def _reference(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
+               y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.enable_grad():
+        w, b = w.clone().requires_grad_(), b.clone().requires_grad_()
+        loss = ((x @ w + b - y) ** 2).mean()
+        dw, db = torch.autograd.grad(loss, (w, b))
+    return dw, db
+
+
+def _check_gradient(judge: Judge, name: str, of: str,
+                    runs: list[tuple[Case, torch.Tensor, torch.Tensor]]) -> None:
+    """One check of the shape and one of the values of a gradient, each with its evidence."""
+    bad_shape = next(((case, got) for case, got, want in runs if got.shape != want.shape), None)
+    if bad_shape is not None:
+        (w, b, x, y), got = bad_shape
+        wanted = {"dw": w, "db": b}[name]
+        judge.expect(False, "wrong_gradient",
+                     f"For `x` of shape {shape(x)} your `{name}` has shape {shape(got)}, but "
+                     f"`{of}` has shape {shape(wanted)}. A gradient has exactly the shape of the "
+                     "tensor it belongs to, one entry per number in it: look at which dimension "
+                     "your formula sums over, or leaves in.")
+    else:
+        judge.expect(True, "wrong_gradient", "")
+
+    comparable = [(case, got.detach().reshape(want.shape), want)
+                  for case, got, want in runs if got.numel() == want.numel()]
+    if not comparable:
+        return
+    wrong = next(((case, got, want) for case, got, want in comparable
+                  if not close(got, want)), None)
+    if wrong is None:
+        judge.expect(True, "wrong_gradient", "")
+        return
+    (w, b, x, y), got, want = wrong
+    evidence = (f"For `x` of shape {shape(x)} your `{name}` is {first_values(got)}, but "
+                f"dL/d{of} is {first_values(want)}")
+    factor = ratio(got, want)
+    causes = {0.5: "exactly half: the factor 2 from differentiating the square is missing",
+              float(x.shape[0]): f"exactly N = {x.shape[0]} times too large: the gradient of a "
+                                 "mean divides by the number of samples, a sum does not",
+              -1.0: "the right size with the wrong sign: the residual inside the square is "
+                    "prediction minus target"}
+    cause = next((text for value, text in causes.items() if factor is not None
+                  and abs(factor - value) < 1e-3 * max(1.0, abs(value))), None)
+    if cause is None and factor is not None and want.numel() > 1:
+        cause = f"exactly {number(factor)} times the true gradient: a constant factor is off"
+    judge.expect(False, "wrong_gradient",
+                 f"{evidence}: {cause}." if cause else
+                 f"{evidence}. Differentiate `mean((x @ w + b - y) ** 2)` step by step with the "
+                 "chain rule, and check each term on a case with one sample.")

@@ -1,0 +1,146 @@
+"""Grader for lesson 04: `sgd_step(params, lr)`, one step of plain gradient descent by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from course_utils.graders._checks import close, first_values, generator, number, ratio
+from course_utils.graders._core import Judge, exercise
+
+_LEARNING_RATE = 0.1
+
+_TRACKED_UPDATE = (
+    "a leaf Variable that requires grad is being used in an in-place operation",
+    ("update_tracked_by_autograd",
+     "Your update changes a parameter in place while autograd is recording. PyTorch refuses: "
+     "a parameter is a leaf of the graph that requires grad, and the update is not part of the "
+     "model's computation. Do the update inside a `with torch.no_grad():` block, so autograd "
+     "does not record it."))
+
+_NONE_GRAD = (
+    "NoneType",
+    ("none_grad_crash",
+     "Your code crashed on a parameter whose `.grad` is None. A parameter that took no part in "
+     "the loss (an unused or frozen layer) has no gradient after `backward()`: skip such "
+     "parameters instead of updating them."))
+
+
+@exercise("sgd_step")
+def grade_sgd_step(judge: Judge, student: Any, *, data: str = "toy") -> None:
+    """Grades `sgd_step`: `p -= lr * p.grad` in place, untracked, skipping `.grad is None`."""
+    gen = generator(judge.seed)
+    params = _parameters(gen, [(3, 4), (4,)], [True, True])
+    _step(judge, student, params, "updating parameters that all have gradients",
+          dict([_TRACKED_UPDATE]))
+    updated = _check_updates(judge, params)
+    _check_gradients_kept(judge, params)
+
+    params = _parameters(gen, [(2, 3), (5,), (3,)], [True, False, True])
+    _step(judge, student, params, "updating parameters where `params[1].grad` is None",
+          dict([_TRACKED_UPDATE, _NONE_GRAD]))
+    _check_skips_none_grad(judge, params, updated)
+
+
+class _Parameter:
+    """A parameter handed to the student, with what it held before the step."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self.before = tensor.detach().clone()
+        self.grad = None if tensor.grad is None else tensor.grad.clone()
+        self.given: torch.Tensor = tensor  # what the list held after the call
+
+    def expected(self) -> torch.Tensor:
+        return self.before - _LEARNING_RATE * self.grad
+
+
+def _parameters(gen: torch.Generator, shapes: list[tuple[int, ...]],
+                with_grad: list[bool]) -> list[_Parameter]:
+    tensors = []
+    for size, has_grad in zip(shapes, with_grad):
+        tensor = torch.randn(size, generator=gen).requires_grad_()
+        if has_grad:
+            tensor.grad = torch.randn(size, generator=gen)
+        tensors.append(tensor)
+    return [_Parameter(t) for t in tensors]
+
+
+def _step(judge: Judge, student: Any, params: list[_Parameter], doing: str,
+          known_errors: dict[str, tuple[str, str]]) -> None:
+    given = [p.tensor for p in params]
+    # Grad mode on, as in a training loop, so an untracked update must come from the student.
+    with torch.enable_grad(), judge.context(doing, known_errors):
+        judge.call(student, given, _LEARNING_RATE)
+    for param, now in zip(params, given):
+        param.given = now
+
+
+def _check_updates(judge: Judge, params: list[_Parameter]) -> bool:
+    """One check: every parameter object now holds ``before - lr * grad``."""
+    for i, p in enumerate(params):
+        after = p.tensor.detach()
+        if close(after, p.expected()):
+            continue
+        values = (f"`params[{i}]` started at {first_values(p.before)} with gradient "
+                  f"{first_values(p.grad)}; with `lr={_LEARNING_RATE}` it should now hold "
+                  f"{first_values(p.expected())}")
+        if close(after, p.before):
+            if p.given is not p.tensor:
+                how = ("Your function put new tensors into the list instead, but the model "
+                       "still holds the old tensor objects, so training would not change it.")
+            else:
+                how = ("Writing `p = p - lr * p.grad` only points the name `p` at a new tensor; "
+                       "the parameter object itself keeps its values.")
+            return judge.expect(False, "no_in_place_update",
+                                f"{values}, but it still holds its old values. {how} Change "
+                                "the values inside the existing tensor with an in-place "
+                                "operation, under `torch.no_grad()`.")
+        if close(after, p.before + _LEARNING_RATE * p.grad):
+            return judge.expect(False, "gradient_ascent",
+                                f"{values}, but it holds {first_values(after)}: it moved up the "
+                                "gradient, which makes the loss larger. Gradient descent steps "
+                                "against the gradient.")
+        factor = ratio(after - p.before, p.expected() - p.before)
+        times = (f" ({number(factor)} times the right step: is `lr` applied exactly once?)"
+                 if factor else "")
+        return judge.expect(False, "wrong_value",
+                            f"{values}, but it holds {first_values(after)}{times}. One step "
+                            "moves each parameter by minus the learning rate times its gradient.")
+    return judge.expect(True, "wrong_value", "")
+
+
+def _check_gradients_kept(judge: Judge, params: list[_Parameter]) -> None:
+    changed = next(((i, p) for i, p in enumerate(params)
+                    if p.tensor.grad is None or not close(p.tensor.grad, p.grad)), None)
+    if changed is None:
+        judge.expect(True, "modifies_gradients", "")
+        return
+    i, p = changed
+    now = "None" if p.tensor.grad is None else first_values(p.tensor.grad)
+    judge.expect(False, "modifies_gradients",
+                 f"Before your step `params[{i}].grad` was {first_values(p.grad)}; afterwards it "
+                 f"is {now}. The step should only read the gradients: clearing them is "
+                 "`zero_grad()`'s job, at its own place in the training loop, and scaling them "
+                 "in place changes what other code (gradient clipping, logging) sees.")
+
+
+def _check_skips_none_grad(judge: Judge, params: list[_Parameter], updated: bool) -> None:
+    """With a gradient-less parameter in the middle: it is untouched, the others still step."""
+    skipped = next(p for p in params if p.grad is None)
+    if skipped.tensor.grad is not None:
+        judge.expect(False, "modifies_gradients",
+                     "`params[1]` had no gradient (`.grad` was None), and after your step its "
+                     f"`.grad` is {first_values(skipped.tensor.grad)}. Leave `.grad` as it is; "
+                     "a parameter without a gradient is simply skipped.")
+    else:
+        judge.expect(close(skipped.tensor.detach(), skipped.before), "wrong_value",
+                     "`params[1]` had no gradient (`.grad` was None), yet your step changed it "
+                     f"from {first_values(skipped.before)} to {first_values(skipped.tensor)}. "
+                     "Without a gradient there is nothing to step along: skip it.")
+    if updated:  # the update rule itself was right, so a parameter left behind was never visited
+        judge.expect(close(params[-1].tensor.detach(), params[-1].expected()), "wrong_value",
+                     "Your step stops at `params[1]`, whose `.grad` is None: `params[2]`, which "
+                     "comes after it, was not updated. Skip only the parameter without a "
+                     "gradient and go on with the rest of the loop.")
