@@ -1,0 +1,160 @@
+"""Grader of saving and resuming training from a checkpoint (lesson 09)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import tempfile
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from course_utils.data import TensorLoader
+from course_utils.graders._checks import kind, number
+from course_utils.graders._core import Judge, exercise
+from course_utils.graders._watch import regression_loader, regression_net, steady_conditions
+
+EPOCHS = 4
+SAVED_AT = (1, 2)  # indices of the epochs after which a checkpoint is saved
+
+
+@contextlib.contextmanager
+def _inside(folder: str) -> Iterator[None]:
+    """Runs in ``folder``, so a checkpoint written to a fixed file name lands there too."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _fresh(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A network and an Adam optimizer: Adam's running averages make its state matter."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = regression_net()
+    return net, torch.optim.Adam(net.parameters(), lr=0.05)
+
+
+def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, loader: TensorLoader) -> None:
+    with torch.enable_grad():
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            nn.functional.mse_loss(net(inputs), targets).backward()
+            optimizer.step()
+
+
+def _params(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in net.named_parameters()}
+
+
+def _largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[n] - b[n]).abs().max()) for n in a)
+
+
+def _optimizer_difference(saved: dict[str, Any], loaded: dict[str, Any]) -> str | None:
+    """How the loaded optimizer state differs from the saved one, in words; None if it does not."""
+    steps = int(next(iter(saved["state"].values()))["step"])
+    if not loaded["state"]:
+        return (f"the optimizer you passed to `load_checkpoint` still has no state, while the "
+                f"saved one held Adam's running averages (`exp_avg`, `exp_avg_sq`) for "
+                f"{len(saved['state'])} parameter tensors after {steps} steps")
+    for index, state in saved["state"].items():
+        mine = loaded["state"].get(index, {})
+        for key, value in state.items():
+            if key not in mine:
+                return f"the optimizer's `{key}` for parameter tensor {index} is missing"
+            gap = float((torch.as_tensor(mine[key]).double() - torch.as_tensor(value).double())
+                        .abs().max())
+            if gap:
+                return (f"the optimizer's `{key}` for parameter tensor {index} differs from the "
+                        f"saved one by up to {number(gap)}")
+    if saved["param_groups"] != loaded["param_groups"]:
+        return (f"the optimizer's settings differ from the saved ones (learning rate "
+                f"{loaded['param_groups'][0].get('lr')} instead of "
+                f"{saved['param_groups'][0].get('lr')}, or another entry of `param_groups`)")
+    return None
+
+
+@exercise("checkpoint", timeout=10)
+@steady_conditions
+def grade_checkpoint(judge: Judge, pair: Any, *, data: str) -> None:
+    """Trains 4 epochs, saving after epoch indices 1 and 2, then resumes each in fresh objects.
+
+    ``pair`` is ``(save_checkpoint, load_checkpoint)``. Resuming must restore the weights and
+    the optimizer state in place, return the next epoch, and end at exactly the weights of
+    uninterrupted training. Grading always uses toy data.
+    """
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(callable, pair))):
+        judge.require(False, "wrong_return_type",
+                      f"Pass the pair `(save_checkpoint, load_checkpoint)`, not {kind(pair)}.")
+    save_checkpoint, load_checkpoint = pair
+    loader = regression_loader(judge.seed)
+    net, optimizer = _fresh(judge.seed)
+    with tempfile.TemporaryDirectory() as folder, _inside(folder):
+        paths = {epoch: os.path.join(folder, f"after_epoch_{epoch}.pt") for epoch in SAVED_AT}
+        saved = {}
+        for epoch in range(EPOCHS):
+            _train_epoch(net, optimizer, loader)
+            if epoch in SAVED_AT:
+                with judge.context(f"saving after epoch index {epoch}"):
+                    judge.call(save_checkpoint, paths[epoch], net, optimizer, epoch)
+                saved[epoch] = _params(net), copy.deepcopy(optimizer.state_dict())
+        uninterrupted = _params(net)
+        missing = [path for path in paths.values() if not os.path.isfile(path)]
+        others = sorted(set(os.listdir(folder)) - {os.path.basename(p) for p in paths.values()})
+        written = f"the folder holds {', '.join(f'`{name}`' for name in others)}" if others \
+            else "nothing else was written either"
+        judge.require(not missing, "wrong_value",
+                      f"`save_checkpoint` did not write to the `path` it was given "
+                      f"({len(paths) - len(missing)} of {len(paths)} checkpoint files exist; "
+                      f"{written}). Save to exactly that path, so each checkpoint is its own "
+                      "file.")
+
+        resumed = {}
+        for epoch in SAVED_AT:
+            fresh_net, fresh_optimizer = _fresh(judge.seed + 1)
+            with judge.context(f"loading the checkpoint saved after epoch index {epoch}"):
+                start = judge.call(load_checkpoint, paths[epoch], fresh_net, fresh_optimizer)
+            resumed[epoch] = fresh_net, fresh_optimizer, start
+    first = SAVED_AT[0]
+    starts = {epoch: resumed[epoch][2] for epoch in SAVED_AT}
+    odd = [s for s in starts.values()
+           if not isinstance(s, (int, np.integer)) or isinstance(s, bool)]
+    if judge.expect(not odd, "wrong_return_type",
+                    f"`load_checkpoint` returned {kind(odd[0]) if odd else ''}; it should return "
+                    "the epoch to resume at, an `int`."):
+        wrong = next((e for e, s in starts.items() if s != e + 1), None)
+        judge.expect(wrong is None, "epoch_not_restored",
+                     f"For a checkpoint saved after epoch index {wrong} `load_checkpoint` "
+                     f"returned {starts.get(wrong)!r}; training should resume at the next epoch, "
+                     f"{(wrong or 0) + 1}. Save the epoch in the checkpoint and return it plus "
+                     "one.")
+
+    gaps = {e: _largest_difference(saved[e][0], _params(resumed[e][0])) for e in SAVED_AT}
+    restored = not any(gaps.values())
+    judge.expect(restored, "resume_differs",
+                 "After `load_checkpoint` the model does not hold the saved weights (they differ "
+                 f"by up to {number(max(gaps.values()))}). Load the saved `state_dict` into the "
+                 "model you were given, in place; assigning a new model to the parameter name "
+                 "does not change the caller's model.")
+    problem = next((p for p in (_optimizer_difference(saved[e][1], resumed[e][1].state_dict())
+                                for e in SAVED_AT) if p), None)
+    judge.expect(problem is None, "optimizer_state_not_saved",
+                 f"After `load_checkpoint`, {problem}. Without the optimizer's state the resumed "
+                 "run takes different steps than the uninterrupted one: save "
+                 "`optimizer.state_dict()` in the checkpoint and load it back.")
+    if not restored or problem:
+        return  # Resuming would only repeat what the two checks above found.
+    fresh_net, fresh_optimizer, _ = resumed[first]
+    for _ in range(first + 1, EPOCHS):
+        _train_epoch(fresh_net, fresh_optimizer, loader)
+    gap = _largest_difference(uninterrupted, _params(fresh_net))
+    judge.expect(gap <= 1e-6, "resume_differs",
+                 f"Training resumed from the checkpoint after epoch index {first} ends with "
+                 f"weights that differ from uninterrupted training by up to {number(gap)}. "
+                 "Everything that shapes the next steps must be saved and restored.")

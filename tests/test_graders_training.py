@@ -1,0 +1,188 @@
+"""The graders of lessons 05-09 judge real submissions by what they do, naming each mistake."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+
+from course_utils.data import DATA_DIR, mnist_status
+from course_utils.graders import grade
+from submissions_training import SUBMISSIONS, Submission, train_one_epoch_weighted
+
+needs_mnist = pytest.mark.skipif(not all(s == "ok" for s in mnist_status(DATA_DIR).values()),
+                                 reason="MNIST not prepared: run python -m course_utils.data")
+TOY = [s for s in SUBMISSIONS if s.data == "toy"]
+MNIST = [s for s in SUBMISSIONS if s.data == "mnist"]
+ENDS_EARLY = {"not_implemented", "raised_exception", "timeout"}
+EXERCISES = ("train_step", "accumulation_step", "train_one_epoch", "evaluate", "fit",
+             "checkpoint")
+
+
+def _grade(sub: Submission, seed: int = 0):
+    return grade(sub.exercise, sub.student, data=sub.data, timeout=sub.timeout, seed=seed)
+
+
+def _assert_verdict(sub: Submission, report) -> None:
+    assert report.codes == set(sub.codes), "\n".join(report.feedback)
+    assert report.passed == (not sub.codes)
+    if not sub.codes:
+        assert report.score == 1.0 and report.feedback == []
+    elif sub.partial:
+        assert 0 < report.score < 1, report
+    else:
+        assert report.score == 0.0, report
+    assert len(report.feedback) >= len(report.codes)
+
+
+@pytest.mark.parametrize("sub", TOY, ids=str)
+def test_each_submission_gets_exactly_its_diagnosis(sub):
+    _assert_verdict(sub, _grade(sub))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("sub", [s for s in TOY if s.timeout is None], ids=str)
+def test_the_verdict_holds_for_other_seeds(sub, seed):
+    _assert_verdict(sub, _grade(sub, seed))
+
+
+def test_the_catalogue_covers_every_diagnosis_of_these_exercises():
+    minimum = {
+        "train_step": {"no_zero_grad", "zero_grad_after_backward", "no_backward", "no_step",
+                       "step_before_backward", "loss_tensor_accumulated", "wrong_return_type"},
+        "accumulation_step": {"no_zero_grad", "no_loss_scaling", "zero_grad_each_micro_batch",
+                              "step_each_micro_batch"},
+        "train_one_epoch": {"no_zero_grad", "zero_grad_after_backward", "no_backward", "no_step",
+                            "step_before_backward", "loss_tensor_accumulated",
+                            "returns_last_batch_loss", "unweighted_batch_average",
+                            "no_train_mode", "ignores_loader", "wrong_return_type"},
+        "evaluate": {"no_eval_mode", "grad_enabled_in_eval", "updates_parameters",
+                     "accuracy_percent", "wrong_accuracy", "unweighted_batch_average",
+                     "loss_tensor_accumulated"},
+        "fit": {"history_wrong_shape", "accuracy_below_threshold", "no_train_mode",
+                "no_eval_mode", "ignores_loader", "unweighted_batch_average"},
+        "checkpoint": {"optimizer_state_not_saved", "epoch_not_restored", "resume_differs"},
+    }
+    for exercise in EXERCISES:
+        mine = [s for s in SUBMISSIONS if s.exercise == exercise]
+        covered = set().union(*(s.codes for s in mine))
+        assert minimum[exercise] | {"not_implemented", "raised_exception"} <= covered, exercise
+        assert sum(not s.codes for s in mine) >= 3, f"{exercise}: too few correct variants"
+
+
+# ----------------------------------------------------------------------------- evidence
+
+def _feedback(exercise: str, name: str, seed: int = 0) -> str:
+    sub = next(s for s in SUBMISSIONS if s.exercise == exercise and s.name == name)
+    return "\n".join(_grade(sub, seed).feedback)
+
+
+def _numbers(text: str) -> list[float]:
+    return re.findall(r"(?<![\w`])(?:-?\d+(?:\.\d+)?(?:e[+-]?\d+)?|nan|inf)", text)
+
+
+def test_accumulating_gradients_are_reported_with_both_norms():
+    text = _feedback("train_one_epoch", "train_one_epoch_no_zero_grad")
+    assert "accumulate" in text and "step 2" in text
+    got, want = re.search(r"norm ([\d.]+) instead of ([\d.]+)", text).groups()
+    assert float(got) != float(want)
+
+
+def test_unweighted_average_names_both_means():
+    text = _feedback("train_one_epoch", "train_one_epoch_mean_of_batch_means")
+    got, want = re.search(r"is ([\d.]+), the plain mean .* is ([\d.]+)\.", text).groups()
+    assert abs(float(got) - float(want)) > 0.1
+
+
+def test_missing_loss_scaling_says_how_many_times_too_large():
+    text = _feedback("accumulation_step", "accumulation_step_no_loss_scaling")
+    got, want = map(float, re.search(r"norm ([\d.]+) instead of ([\d.]+)", text).groups())
+    assert "3 times" in text and got == pytest.approx(3 * want, rel=1e-2)
+
+
+def test_percent_accuracy_quotes_the_fraction():
+    text = _feedback("evaluate", "evaluate_percent")
+    got, want = map(float, re.search(r"is ([\d.]+), a percentage.*here ([\d.]+)", text).groups())
+    assert got == pytest.approx(100 * want, rel=1e-3)
+
+
+def test_modes_are_reported_with_counts_of_forward_passes():
+    assert "3 of 3 forward passes" in _feedback("evaluate", "evaluate_no_eval_mode")
+    assert "3 of 3 forward passes" in _feedback("train_one_epoch", "train_one_epoch_no_train_mode")
+
+
+def test_a_global_loader_is_named_as_the_likely_cause():
+    text = _feedback("train_one_epoch", "train_one_epoch_global_loader")
+    assert "0 of 3 batches" in text and "global" in text
+
+
+def test_fit_reports_the_order_it_saw():
+    text = _feedback("fit", "fit_validates_first")
+    assert "validation, training, validation, training" in text
+
+
+def test_exceptions_show_the_students_own_line():
+    text = _feedback("train_one_epoch", "train_one_epoch_indexes_loader")
+    assert "TypeError" in text and "loader[i]" in text
+    places = re.findall(r"^  (\S+), line \d+", text, flags=re.MULTILINE)
+    assert places == ["submissions_training.py"]  # the grader's own frames are left out
+
+
+def test_every_diagnosis_quotes_its_evidence():
+    for sub in TOY:
+        if not sub.codes or sub.codes & ENDS_EARLY:
+            continue
+        report = _grade(sub)
+        if sub.codes == {"wrong_return_type"}:  # the evidence is what came back
+            assert re.search(r"`None`|tensor|list|dict", report.feedback[0]), report.feedback
+        else:
+            assert all(_numbers(text) for text in report.feedback), (str(sub), report.feedback)
+
+
+# ----------------------------------------------------------------------------- side effects
+
+def test_grading_writes_nothing_to_the_terminal_and_keeps_the_output(capfd):
+    sub = next(s for s in SUBMISSIONS if s.name == "train_one_epoch_tqdm_device")
+    report = _grade(sub)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert "training" in report.output  # the tqdm bar, captured
+
+
+def test_grading_restores_global_state():
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with torch.no_grad():
+        for exercise in EXERCISES:
+            sub = next(s for s in TOY if s.exercise == exercise and not s.codes)
+            assert _grade(sub).passed
+        assert not torch.is_grad_enabled()
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
+
+
+def test_a_fixed_checkpoint_file_name_does_not_litter_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sub = next(s for s in SUBMISSIONS if s.name == "fixed_file_name")
+    assert _grade(sub).codes == {"wrong_value"}
+    assert os.getcwd() == str(tmp_path) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_graders_run_with_gradients_on_whatever_the_notebook_set(mode):
+    forgot_no_grad = next(s for s in SUBMISSIONS if s.name == "evaluate_with_graph")
+    with mode():
+        assert grade("train_one_epoch", train_one_epoch_weighted).passed
+        assert _grade(forgot_no_grad).codes == {"grad_enabled_in_eval"}
+
+
+# ----------------------------------------------------------------------------- MNIST
+
+@needs_mnist
+@pytest.mark.parametrize("sub", MNIST, ids=str)
+def test_fit_on_mnist(sub):
+    _assert_verdict(sub, _grade(sub))
