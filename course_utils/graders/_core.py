@@ -137,6 +137,14 @@ class Report:
 
     __repr__ = __str__
 
+    def _ipython_display_(self) -> None:
+        # check() displays its report itself; shown again as the cell's value it would appear
+        # twice (a trailing `;` does not stop that where cells run without history, as in nbval).
+        if getattr(self, "_shown_by_check", False):
+            return
+        from IPython.display import publish_display_data
+        publish_display_data({"text/plain": str(self), "text/html": self._repr_html_()})
+
     def _repr_html_(self) -> str:
         colour, title = ("#1a7f37", "Passed") if self.passed else ("#cf222e", "Not yet")
         items = "".join(f"<li>{_html_text(text)}</li>" for text in self.feedback)
@@ -285,6 +293,18 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _rich_output_hidden() -> contextlib.AbstractContextManager:
+    """In a kernel, keeps the student's displays (tqdm's widget bars, figures) out of the report."""
+    try:
+        from IPython import get_ipython
+        from IPython.utils.capture import capture_output
+    except ImportError:
+        return contextlib.nullcontext()
+    if get_ipython() is None:
+        return contextlib.nullcontext()
+    return capture_output(stdout=False, stderr=False, display=True)
+
+
 def call_student(fn: Callable[..., Any], *args: Any, timeout: float = 10.0,
                  sink: Callable[[str], None] | None = None, **kwargs: Any) -> Any:
     """Calls ``fn`` with a time limit and its stdout, stderr and warnings captured.
@@ -297,6 +317,7 @@ def call_student(fn: Callable[..., Any], *args: Any, timeout: float = 10.0,
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), \
+                _rich_output_hidden(), \
                 warnings.catch_warnings(record=True) as caught, _time_limit(timeout):
             warnings.simplefilter("always")
             result = fn(*args, **kwargs)
@@ -405,6 +426,7 @@ def check(name: str, student: Any, **options: Any) -> Report:
     """
     report = grade(name, student, **options)
     _show(report)
+    report._shown_by_check = True
     if not report.passed:
         raise AssertionError("\n".join(report.feedback)) from None
     return report
