@@ -1,0 +1,311 @@
+"""JupyterLab in headless Chromium: what a student sees when running lessons and check cells."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="pip install playwright (the course's test extra) to run the JupyterLab browser test")
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip("apt-get install chromium to run the JupyterLab browser test",
+                allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+# The lesson whose training cell draws live curves under a progress bar, run as a whole.
+TRAINING_LESSON = "solutions/08_mnist/08_mnist.ipynb"
+# The student version of the lesson where a buggy answer gets typed in and checked.
+EXERCISE_LESSON = "notebooks/06_epoch_loss/06_epoch_loss.ipynb"
+# A classic mistake: the loss of the last batch reported as the epoch's loss.
+LAST_BATCH_LOSS_ANSWER = '''\
+def train_one_epoch(model, loader, loss_fn, optimizer, device="cpu"):
+    model.train()
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+'''
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--no-first-run"]
+# Tall enough that a training cell with its outputs fits into one screenshot.
+VIEWPORT = {"width": 1400, "height": 1800}
+KERNEL_IDLE = re.compile(r"^(?!No Kernel).+ \| Idle$")
+# Waits, in milliseconds, generous because the machine may be shared with other jobs.
+START_MS = 120_000
+RUN_NOTEBOOK_MS = 480_000
+RUN_CELL_MS = 180_000
+# Not copied into the server's course folder: environment, history, data (the notebooks read
+# it through the installed package) and what earlier runs left behind.
+NOT_COURSE = shutil.ignore_patterns(".venv", ".git", "data", "test-artifacts", ".pytest_cache",
+                                    "__pycache__", ".ipynb_checkpoints", "*.egg-info")
+# User settings of the throwaway JupyterLab profile: no pop-up asking to fetch news.
+LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false"}}
+
+
+@dataclass
+class JupyterLab:
+    """A JupyterLab server on a throwaway copy of the course."""
+
+    url: str
+    token: str
+    course: Path
+
+    def notebook_url(self, path: str) -> str:
+        """The address that opens ``path`` (relative to the course folder) alone in JupyterLab.
+
+        ``reset`` starts from an empty workspace instead of reopening earlier tabs.
+        """
+        return f"{self.url}/lab/tree/{path}?reset&token={self.token}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, port)) == 0
+
+
+def _request(url: str, token: str, method: str = "GET") -> bytes:
+    request = urllib.request.Request(url, method=method,
+                                     headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read()
+
+
+def _isolated_jupyter_env(home: Path) -> dict[str, str]:
+    """The server's environment: the course's venv first on PATH, Jupyter state under ``home``."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # A student's kernel draws inline figures; a backend forced by the test run would not.
+    env.pop("MPLBACKEND", None)
+    for variable in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        env[variable] = str(home / variable.lower())
+    user_settings = Path(env["JUPYTER_CONFIG_DIR"]) / "lab" / "user-settings"
+    for plugin, settings in LAB_SETTINGS.items():
+        path = user_settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings))
+    return env
+
+
+def _wait_until_answering(process: subprocess.Popen, url: str, token: str, log: Path) -> None:
+    deadline = time.monotonic() + START_MS / 1000
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"JupyterLab exited at start:\n{log.read_text()[-3000:]}"
+        with contextlib.suppress(OSError):
+            _request(f"{url}/api/status", token)
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"JupyterLab did not answer within {START_MS // 1000} s:\n"
+                         f"{log.read_text()[-3000:]}")
+
+
+def _kernel_ports(runtime_dir: Path) -> list[tuple[str, int]]:
+    """The ports of the running kernels, from their connection files."""
+    ports = []
+    for path in runtime_dir.glob("kernel-*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(path.read_text())
+            ports += [(info["ip"], info[key]) for key in info if key.endswith("_port")]
+    return ports
+
+
+def _stop(process: subprocess.Popen, url: str, token: str) -> None:
+    """Shuts the server and its kernels down, then kills whatever is left of its process group."""
+    with contextlib.suppress(OSError):
+        _request(f"{url}/api/shutdown", token, method="POST")
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    # Helpers the server started (language-server probes, ...) share its process group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    """JupyterLab from the course's environment, serving a copy of the course on a free port."""
+    home = tmp_path_factory.mktemp("jupyterlab")
+    course = home / "course"
+    shutil.copytree(ROOT, course, ignore=NOT_COURSE)
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = _isolated_jupyter_env(home)
+    port, token = _free_port(), secrets.token_hex(24)
+    url = f"http://127.0.0.1:{port}"
+    log = home / "jupyterlab.log"
+    ports = [("127.0.0.1", port)]
+    with log.open("w") as log_file:
+        # cwd: nbgrader's Validate reads nbgrader_config.py from the server's folder.
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--allow-root",
+             "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+             f"--ServerApp.token={token}", f"--ServerApp.root_dir={course}"],
+            cwd=course, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        _wait_until_answering(process, url, token, log)
+        yield JupyterLab(url, token, course)
+    finally:
+        ports += _kernel_ports(Path(env["JUPYTER_RUNTIME_DIR"]))
+        _stop(process, url, token)
+        shutil.copyfile(log, ARTIFACTS / "jupyterlab.log")
+    # Kernels run in sessions of their own; the server shuts them down, give them a moment.
+    deadline = time.monotonic() + 15
+    while any(_port_open(*p) for p in ports) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    still_open = [p for p in ports if _port_open(*p)]
+    assert not still_open, f"ports still open after JupyterLab shut down: {still_open}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: sync_api.Browser, request: pytest.FixtureRequest) -> Iterator[sync_api.Page]:
+    """A fresh browser tab; what it shows at the end is saved as ``<test>-final.png``."""
+    context = browser.new_context(viewport=VIEWPORT)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        with contextlib.suppress(sync_api.Error):
+            tab.screenshot(path=ARTIFACTS / f"{request.node.name}-final.png")
+        context.close()
+
+
+def open_notebook(page: sync_api.Page, lab: JupyterLab, path: str) -> sync_api.Locator:
+    """Opens a notebook, waits until its kernel is ready, and returns its panel."""
+    assert (lab.course / path).is_file(), f"{path} is missing"
+    page.goto(lab.notebook_url(path))
+    notebook = page.locator(".jp-NotebookPanel")
+    sync_api.expect(notebook).to_have_count(1, timeout=START_MS)
+    notebook.locator(".jp-Cell").first.wait_for(timeout=START_MS)
+    # The status bar reads "Python 3 (ipykernel) | Idle" once connected ("No Kernel" before).
+    page.locator(".jp-StatusBar-TextItem", has_text=KERNEL_IDLE).wait_for(timeout=START_MS)
+    return notebook
+
+
+def run_all_cells(page: sync_api.Page) -> None:
+    """Clears the saved outputs, runs all cells, and waits until none is queued or running.
+
+    JupyterLab stops at the first cell that raises, as it does for a student.
+    """
+    # Solutions keep their outputs for the regression tests: start from a clean page.
+    page.get_by_role("menuitem", name="Edit", exact=True).click()
+    page.get_by_role("menuitem", name="Clear Outputs of All Cells", exact=True).click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    busy = "[...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]" \
+           ".some(prompt => prompt.textContent.includes('[*]'))"
+    page.wait_for_function(f"() => {busy}", timeout=RUN_CELL_MS)
+    page.wait_for_function(f"() => !({busy})", timeout=RUN_NOTEBOOK_MS)
+
+
+def code_cell(notebook: sync_api.Locator, source_text: str) -> sync_api.Locator:
+    """The one code cell whose source contains ``source_text``, scrolled into view."""
+    cell = notebook.locator(".jp-CodeCell").filter(
+        has=notebook.page.locator(".jp-InputArea", has_text=source_text))
+    sync_api.expect(cell).to_have_count(1)
+    cell.scroll_into_view_if_needed()
+    return cell
+
+
+def test_training_cell_shows_live_curves_and_progress_bar(lab: JupyterLab,
+                                                          page: sync_api.Page) -> None:
+    notebook = open_notebook(page, lab, TRAINING_LESSON)
+    run_all_cells(page)
+
+    # Text content, not inner text: cells scrolled out of view are not rendered.
+    prompts = [p.strip() for p in
+               notebook.locator(".jp-CodeCell .jp-InputPrompt").all_text_contents()]
+    failures = notebook.locator(".jp-OutputArea-output", has_text="Traceback").all_text_contents()
+    assert prompts == [f"[{n}]:" for n in range(1, len(prompts) + 1)] and not failures, (
+        f"not every cell ran, in order and without error ({prompts}):\n" + "\n".join(failures))
+
+    training = code_cell(notebook, "LivePlot(")
+    # LivePlot redraws one image in place after every epoch.
+    curves = training.locator(".jp-OutputArea-output img")
+    sync_api.expect(curves).to_have_count(1)
+    assert curves.evaluate("image => image.complete && image.naturalWidth") > 0, \
+        "the live plot's image did not decode"
+    # tqdm.auto draws a widget: a label, the bar, then counts; "epochs: 100%" once done.
+    progress = training.locator(".jp-OutputArea-output .widget-hbox",
+                                has=page.locator(".widget-hprogress"))
+    sync_api.expect(progress.first).to_be_visible()
+    for bar in progress.all():
+        sync_api.expect(bar).to_contain_text("100%")
+
+    training.screenshot(path=ARTIFACTS / "08_mnist_training_cell.png")
+    page.screenshot(path=ARTIFACTS / "08_mnist_jupyterlab.png")
+
+
+def test_check_cell_and_validate_explain_a_buggy_answer(lab: JupyterLab,
+                                                         page: sync_api.Page) -> None:
+    notebook = open_notebook(page, lab, EXERCISE_LESSON)
+    answer = code_cell(notebook, "def train_one_epoch")
+    answer.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    # Inserted as one piece of text, so the editor adds no indentation or brackets of its own.
+    page.keyboard.insert_text(LAST_BATCH_LOSS_ANSWER)
+    sync_api.expect(answer.locator(".cm-content")).to_contain_text("return loss.item()")
+    sync_api.expect(answer.locator(".cm-content")).not_to_contain_text("NotImplementedError")
+
+    run_all_cells(page)
+    check = code_cell(notebook, 'check("train_one_epoch", train_one_epoch)')
+    report = check.locator(".jp-OutputArea-output", has_text="Not yet")
+    sync_api.expect(report).to_contain_text("returns_last_batch_loss")
+    sync_api.expect(report).to_contain_text("last batch")
+    # check() raises, so Run All stopped here, as it does for the student.
+    sync_api.expect(check.locator(".jp-OutputArea-output", has_text="AssertionError").first) \
+        .to_be_visible()
+    check.screenshot(path=ARTIFACTS / "06_epoch_loss_check_cell.png")
+
+    # nbgrader's Validate button saves the notebook and runs it on the server.
+    notebook.locator(".jp-NotebookPanel-toolbar .validate-button").click()
+    dialog = page.locator(".jp-Dialog")
+    sync_api.expect(dialog).to_contain_text("Validation Results", timeout=RUN_CELL_MS)
+    # It names the graded cell that did not get full marks.
+    sync_api.expect(dialog).to_contain_text("The following cell failed")
+    sync_api.expect(dialog).to_contain_text("train_one_epoch")
+    page.screenshot(path=ARTIFACTS / "06_epoch_loss_validate.png")
+    dialog.get_by_role("button", name="Ok").click()
