@@ -29,7 +29,6 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # the graders bound each call into student code themselves.
 c.Execute.timeout = 180
 c.Execute.interrupt_on_timeout = True
-c.Execute.allow_errors = True
 
 # nbgrader scores a test cell 0 if it wrote to stderr. The graders never do, but library
 # code run in a test cell may still warn (Python warnings, or PyTorch's C++ "[W ...]" lines):
