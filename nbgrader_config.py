@@ -35,3 +35,15 @@ c.Execute.interrupt_on_timeout = True
 # such stderr outputs are dropped instead of costing the student the cell's points.
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = r"(?m)(Warning:|warnings\.warn\(|^\[W)"
+
+# Put back test cells a student deleted, so they are graded rather than left ungraded.
+# nbgrader's own add_missing_cells looks only at answer and test cells for the place to
+# restore a cell and fails when a read-only check cell comes first, as in every lesson here.
+c.OverwriteCells.add_missing_cells = True
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "course_utils.restore_cells.RestoreDeletedCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]

@@ -1,0 +1,434 @@
+"""A simulated class: submissions of typical students, built from the released notebooks.
+
+Each student's notebook starts from the released version in ``notebooks/`` and fills its answer
+cells the way that student would: the solution code, a typical bug, nothing, or something
+broken. The end-to-end tests and ``benchmarks/bench_autograde.py`` grade these with nbgrader.
+
+Example:
+    >>> write_submission(course, "bea", "06_epoch_loss")   # doctest: +SKIP
+    PosixPath('.../submitted/bea/06_epoch_loss/06_epoch_loss.ipynb')
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import nbformat
+from nbformat import NotebookNode
+
+from course_utils.mistakes import exercise_of, is_test_cell
+from course_utils.parallel_grade import nbgrader_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+
+@dataclass(frozen=True)
+class Bug:
+    """A typical mistake in one exercise: the student's code and the diagnosis it should get."""
+
+    exercise: str
+    code: str
+    source: str
+
+
+# Two students with different typical mistakes; the same mistake in `train_one_epoch`, so the
+# mistakes report has a misconception shared by two students.
+BUGS: dict[str, dict[str, Bug]] = {
+    "bea": {bug.exercise: bug for bug in [
+        Bug("SimpleNN", "wrong_output_shape", '''
+class SimpleNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(10, 50)
+        self.out = nn.Linear(50, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x))).squeeze(1)
+'''),
+        Bug("MNISTMLP", "softmax_in_model", '''
+class MNISTMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64),
+                                    nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return torch.softmax(self.layers(x.flatten(1)), dim=1)
+'''),
+        Bug("mse_loss", "wrong_reduction", '''
+def mse_loss(pred, target):
+    return ((pred - target) ** 2).sum()
+'''),
+        Bug("cross_entropy", "softmax_before_cross_entropy", '''
+def cross_entropy(logits, targets):
+    probabilities = torch.softmax(logits, dim=1)
+    largest = probabilities.max(dim=1, keepdim=True).values
+    log_sum_exp = largest.squeeze(1) + (probabilities - largest).exp().sum(dim=1).log()
+    return (log_sum_exp - probabilities[torch.arange(len(targets)), targets]).mean()
+'''),
+        Bug("linear_mse_grads", "wrong_gradient", '''
+def linear_mse_grads(w, b, x, y):
+    residual = x @ w + b - y
+    return x.T @ residual / len(y), residual.mean()
+'''),
+        Bug("sgd_step", "gradient_ascent", '''
+def sgd_step(params, lr):
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p += lr * p.grad
+'''),
+        Bug("train_step", "no_zero_grad", '''
+def train_step(model, inputs, targets, loss_fn, optimizer):
+    loss = loss_fn(model(inputs), targets)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+'''),
+        Bug("accumulation_step", "no_loss_scaling", '''
+def accumulation_step(model, micro_batches, loss_fn, optimizer):
+    optimizer.zero_grad()
+    total = 0.0
+    for inputs, targets in micro_batches:
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    return total / len(micro_batches)
+'''),
+        Bug("train_one_epoch", "returns_last_batch_loss", '''
+def train_one_epoch(model, loader, loss_fn, optimizer, device="cpu"):
+    model.train()
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+'''),
+        Bug("evaluate", "accuracy_percent", '''
+def evaluate(model, loader, loss_fn, device="cpu"):
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    with torch.no_grad():
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            logits = model(inputs)
+            total_loss += loss_fn(logits, targets).item() * len(targets)
+            correct += (logits.argmax(dim=1) == targets).sum().item()
+            seen += len(targets)
+    return total_loss / seen, 100 * correct / seen
+'''),
+        Bug("checkpoint", "optimizer_state_not_saved", '''
+def save_checkpoint(path, model, optimizer, epoch):
+    torch.save({"model": model.state_dict(), "epoch": epoch}, path)
+
+
+def load_checkpoint(path, model, optimizer):
+    state = torch.load(path)
+    model.load_state_dict(state["model"])
+    return state["epoch"] + 1
+'''),
+    ]},
+    "carl": {bug.exercise: bug for bug in [
+        Bug("SimpleNN", "wrong_architecture", '''
+class SimpleNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(10, 50), nn.Linear(50, 1))
+
+    def forward(self, x):
+        return self.layers(x)
+'''),
+        Bug("mse_loss", "detached_result", '''
+def mse_loss(pred, target):
+    return torch.tensor(((pred - target) ** 2).mean().item())
+'''),
+        Bug("cross_entropy", "numerically_unstable", '''
+def cross_entropy(logits, targets):
+    probabilities = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
+    return -probabilities[torch.arange(len(targets)), targets].log().mean()
+'''),
+        Bug("sgd_step", "no_in_place_update", '''
+def sgd_step(params, lr):
+    for p in params:
+        if p.grad is not None:
+            p = p - lr * p.grad
+'''),
+        Bug("train_step", "zero_grad_after_backward", '''
+def train_step(model, inputs, targets, loss_fn, optimizer):
+    loss = loss_fn(model(inputs), targets)
+    loss.backward()
+    optimizer.zero_grad()
+    optimizer.step()
+    return loss.item()
+'''),
+        Bug("accumulation_step", "step_each_micro_batch", '''
+def accumulation_step(model, micro_batches, loss_fn, optimizer):
+    optimizer.zero_grad()
+    total = 0.0
+    for inputs, targets in micro_batches:
+        loss = loss_fn(model(inputs), targets) / len(micro_batches)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total
+'''),
+        Bug("train_one_epoch", "returns_last_batch_loss", '''
+def train_one_epoch(model, loader, loss_fn, optimizer, device="cpu"):
+    model.train()
+    for inputs, targets in loader:
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs.to(device)), targets.to(device))
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+'''),
+        Bug("evaluate", "no_eval_mode", '''
+def evaluate(model, loader, loss_fn, device="cpu"):
+    total_loss, correct, seen = 0.0, 0, 0
+    with torch.no_grad():
+        for inputs, targets in loader:
+            logits = model(inputs.to(device))
+            total_loss += loss_fn(logits, targets.to(device)).item() * len(targets)
+            correct += (logits.argmax(dim=1) == targets.to(device)).sum().item()
+            seen += len(targets)
+    return total_loss / seen, correct / seen
+'''),
+        Bug("checkpoint", "epoch_not_restored", '''
+def save_checkpoint(path, model, optimizer, epoch):
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch}, path)
+
+
+def load_checkpoint(path, model, optimizer):
+    state = torch.load(path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"]
+'''),
+    ]},
+}
+
+# An endless loop inside a function: the graders stop it after their time limit.
+ENDLESS_TRAIN_ONE_EPOCH = Bug("train_one_epoch", "timeout", '''
+def train_one_epoch(model, loader, loss_fn, optimizer, device="cpu"):
+    model.train()
+    batches = iter(loader)
+    inputs, targets = next(batches)
+    total, seen = 0.0, 0
+    while seen < len(loader.dataset):
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(inputs)
+    return total / seen
+''')
+
+# An endless loop at the top level of an answer cell: only nbgrader's `Execute.timeout` stops it.
+ENDLESS_TOP_LEVEL_LOOP = '''
+
+tries = 0
+while tries < 3:
+    result = None
+'''
+
+
+def strip_solution_markers(source: str) -> str:
+    """The instructor's answer as a student would type it: the solution without its markers."""
+    return "\n".join(line for line in source.splitlines()
+                     if line.strip() not in SOLUTION_MARKERS)
+
+
+def nbgrader_meta(cell: NotebookNode) -> dict:
+    """The cell's nbgrader metadata (empty for ordinary cells)."""
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def is_answer(cell: NotebookNode) -> bool:
+    """True for a cell students write their code in."""
+    return cell.cell_type == "code" and bool(nbgrader_meta(cell).get("solution"))
+
+
+def solution_answers(course: Path, lesson: str) -> dict[str, str]:
+    """The solution code of each answer cell of a lesson, by grade id."""
+    source = nbformat.read(course / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    return {nbgrader_meta(cell)["grade_id"]: strip_solution_markers(cell.source)
+            for cell in source.cells if is_answer(cell)}
+
+
+def released(course: Path, lesson: str) -> NotebookNode:
+    """The student version of a lesson, as ``nbgrader generate_assignment`` wrote it."""
+    return nbformat.read(course / "notebooks" / lesson / f"{lesson}.ipynb", as_version=4)
+
+
+def defined_names(source: str) -> list[str]:
+    """Names of the top-level functions and classes that ``source`` defines."""
+    return [node.name for node in ast.parse(source).body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+
+
+def replace_definitions(source: str, replacement: str) -> str:
+    """``source`` with each top-level definition that ``replacement`` also defines swapped for it.
+
+    Example:
+        >>> replace_definitions("import os\\ndef f(x):\\n    return x", "def f(x):\\n    return 0")
+        'import os\\ndef f(x):\\n    return 0'
+    """
+    new = {node.name: node for node in ast.parse(replacement).body
+           if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    lines = source.splitlines()
+    replaced = replacement.splitlines()
+    # From the bottom up, so earlier line numbers stay valid.
+    for node in reversed(ast.parse(source).body):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in new:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            fresh = new[node.name]
+            body = replaced[min([fresh.lineno] + [d.lineno for d in fresh.decorator_list]) - 1:
+                            fresh.end_lineno]
+            lines[start:node.end_lineno] = body
+    return "\n".join(lines)
+
+
+def fill_answers(notebook: NotebookNode, answers: dict[str, str]) -> NotebookNode:
+    """Puts ``answers`` (by grade id) into the notebook's answer cells; returns the notebook."""
+    for cell in notebook.cells:
+        if is_answer(cell) and nbgrader_meta(cell)["grade_id"] in answers:
+            cell.source = answers[nbgrader_meta(cell)["grade_id"]]
+    return notebook
+
+
+def with_bugs(answers: dict[str, str], bugs: list[Bug]) -> dict[str, str]:
+    """The answers with each bug's definitions put in place of the correct ones."""
+    answers = dict(answers)
+    for bug in bugs:
+        names = set(defined_names(bug.source))
+        for grade_id, source in answers.items():
+            if names & set(defined_names(source)):
+                answers[grade_id] = replace_definitions(source, bug.source)
+    return answers
+
+
+def first_test(notebook: NotebookNode) -> NotebookNode:
+    """The notebook's first autograder test cell."""
+    return next(cell for cell in notebook.cells if is_test_cell(cell))
+
+
+def first_answer_id(notebook: NotebookNode) -> str:
+    """The grade id of the notebook's first answer cell."""
+    return next(nbgrader_meta(cell)["grade_id"] for cell in notebook.cells if is_answer(cell))
+
+
+# --- the students -------------------------------------------------------------------------
+# Each takes the course folder and a lesson and returns the text of the submitted notebook.
+
+def perfect(course: Path, lesson: str) -> str:
+    """Writes the solution code into every answer cell."""
+    return nbformat.writes(fill_answers(released(course, lesson), solution_answers(course, lesson)))
+
+
+def buggy(student: str) -> Callable[[Path, str], str]:
+    """A student who makes the typical mistakes listed under their name in ``BUGS``."""
+
+    def build(course: Path, lesson: str) -> str:
+        answers = with_bugs(solution_answers(course, lesson), list(BUGS[student].values()))
+        return nbformat.writes(fill_answers(released(course, lesson), answers))
+
+    return build
+
+
+def untouched(course: Path, lesson: str) -> str:
+    """Hands in the released notebook as it came."""
+    return nbformat.writes(released(course, lesson))
+
+
+def tampered(course: Path, lesson: str) -> str:
+    """Gets the first exercise wrong (bea's mistake) and edits its test cell to ``assert True``."""
+    notebook = released(course, lesson)
+    test = first_test(notebook)
+    bug = BUGS["bea"][exercise_of(test.source)]
+    fill_answers(notebook, with_bugs(solution_answers(course, lesson), [bug]))
+    test.source = "assert True"
+    return nbformat.writes(notebook)
+
+
+def deleted_test(course: Path, lesson: str) -> str:
+    """Solves everything but deletes the first test cell."""
+    notebook = fill_answers(released(course, lesson), solution_answers(course, lesson))
+    test = first_test(notebook)
+    notebook.cells = [cell for cell in notebook.cells if cell is not test]
+    return nbformat.writes(notebook)
+
+
+def syntax_error(course: Path, lesson: str) -> str:
+    """Solves everything, but the first answer's first ``def``/``class`` line lacks its colon."""
+    notebook = released(course, lesson)
+    answers = solution_answers(course, lesson)
+    first = first_answer_id(notebook)
+    answers[first] = re.sub(r"(?m)^((?:def|class) .*):\s*$", r"\1", answers[first], count=1)
+    return nbformat.writes(fill_answers(notebook, answers))
+
+
+def endless_loops(course: Path, lesson: str) -> str:
+    """Solves everything, but loops forever: inside ``train_one_epoch`` where the lesson asks
+    for it, else at the top level of the first answer cell, after the code."""
+    notebook = released(course, lesson)
+    answers = solution_answers(course, lesson)
+    looping = with_bugs(answers, [ENDLESS_TRAIN_ONE_EPOCH])
+    if looping == answers:
+        looping[first_answer_id(notebook)] += ENDLESS_TOP_LEVEL_LOOP
+    return nbformat.writes(fill_answers(notebook, looping))
+
+
+def invalid_json(course: Path, lesson: str) -> str:
+    """A notebook file cut off halfway, as after a failed upload."""
+    text = perfect(course, lesson)
+    return text[: len(text) // 2]
+
+
+STUDENTS: dict[str, Callable[[Path, str], str]] = {
+    "perfect": perfect,
+    "bea": buggy("bea"),
+    "carl": buggy("carl"),
+    "untouched": untouched,
+    "tampered": tampered,
+    "deleted_test": deleted_test,
+    "syntax_error": syntax_error,
+    "endless_loops": endless_loops,
+    "invalid_json": invalid_json,
+}
+
+
+def write_submission(course: Path, student: str, lesson: str,
+                     build: Callable[[Path, str], str] | None = None) -> Path:
+    """Writes ``student``'s notebook to ``submitted/<student>/<lesson>/<lesson>.ipynb``."""
+    path = course / "submitted" / student / lesson / f"{lesson}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((build or STUDENTS[student])(course, lesson))
+    return path
+
+
+def make_course(path: Path) -> Path:
+    """A course directory with this repository's instructor notebooks and nbgrader configuration."""
+    shutil.copytree(ROOT / "solutions", path / "solutions",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copy(ROOT / "nbgrader_config.py", path)
+    return path
+
+
+def run_nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs this environment's nbgrader in the course directory, as an instructor would."""
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course,
+                          env=nbgrader_environment(), capture_output=True, text=True,
+                          timeout=3600)

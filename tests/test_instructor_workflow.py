@@ -1,0 +1,362 @@
+"""nbgrader end to end on a simulated class: release, autograde, feedback, export, mistakes report.
+
+Runs the instructor's commands for real in a temporary copy of the course directory. Who hands
+in what:
+
+- ``perfect``, ``bea`` and ``carl`` (two sets of typical bugs, see ``simulated_class.BUGS``)
+  do every lesson, except that ``bea`` and ``carl`` skip the lessons in ``MNIST_LESSONS``,
+  whose notebooks train on the whole of MNIST for minutes.
+- The edge cases (an untouched notebook, an edited and a deleted test cell, a syntax error,
+  endless loops, a file that is not JSON) hand in ``EDGE_LESSONS`` only: two fast lessons
+  (toy data, seconds per notebook) with three exercises between them, one with two exercises
+  and one with training code. Every edge case is about nbgrader's handling of a notebook, not
+  about a lesson's content, so more lessons would cost minutes and show nothing new.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import html
+import io
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbgrader.api import Gradebook
+from torch import nn
+
+from course_utils.graders import grade, points
+from course_utils.mistakes import exercise_of, is_test_cell, parse_reports
+from simulated_class import (BUGS, ROOT, is_answer, make_course, run_nbgrader,
+                             write_submission)
+
+pytestmark = pytest.mark.slow
+
+LESSONS = sorted(path.parent.name for path in (ROOT / "solutions").glob("*/*.ipynb")
+                 if path.stem == path.parent.name)
+MNIST_LESSONS = {"08_mnist"}
+EDGE_LESSONS = [lesson for lesson in ("02_loss", "06_epoch_loss") if lesson in LESSONS]
+EDGE_STUDENTS = ["untouched", "tampered", "deleted_test", "syntax_error", "endless_loops",
+                 "invalid_json"]
+# nbgrader_config.py allows 180 s per cell, which 08_mnist's MNIST cells need. An endless loop
+# at the top level of an answer cell runs until that limit. The edge lessons' longest honest
+# cell grades `train_one_epoch` twice with the graders' 10 s limit each (the endless-loop
+# student), so 40 s is safe there and saves 140 s of waiting.
+EDGE_EXECUTE_TIMEOUT = 40
+
+
+def lessons_of(student: str) -> list[str]:
+    if student in EDGE_STUDENTS:
+        return EDGE_LESSONS
+    if student in BUGS:
+        return [lesson for lesson in LESSONS if lesson not in MNIST_LESSONS]
+    return LESSONS
+
+
+STUDENT_IDS = ["perfect", *BUGS, *EDGE_STUDENTS]
+
+
+@dataclass
+class GradedClass:
+    """The temporary course directory after the whole workflow, and what each command said."""
+
+    path: Path
+    released_gradebook: Path  # the gradebook after release, before any grading
+    autograde: dict[str, subprocess.CompletedProcess[str]]
+    feedback: subprocess.CompletedProcess[str]
+    export: subprocess.CompletedProcess[str]
+
+    def autograded(self, student: str, lesson: str) -> nbformat.NotebookNode:
+        return nbformat.read(self.path / "autograded" / student / lesson / f"{lesson}.ipynb",
+                             as_version=4)
+
+    def feedback_text(self, student: str, lesson: str) -> str:
+        page = (self.path / "feedback" / student / lesson / f"{lesson}.html").read_text()
+        return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory: pytest.TempPathFactory) -> GradedClass:
+    course = make_course(tmp_path_factory.mktemp("course"))
+    release = run_nbgrader(course, "generate_assignment", "*")  # every lesson, one process
+    assert release.returncode == 0, release.stderr
+    released_gradebook = course.parent / "released-gradebook.db"
+    shutil.copy(course / "gradebook.db", released_gradebook)
+
+    for student in STUDENT_IDS:
+        for lesson in lessons_of(student):
+            write_submission(course, student, lesson)
+    autograde = {}
+    for lesson in LESSONS:
+        limit = [f"--Execute.timeout={EDGE_EXECUTE_TIMEOUT}"] if lesson in EDGE_LESSONS else []
+        autograde[lesson] = run_nbgrader(course, "autograde", lesson, *limit)
+    return GradedClass(course, released_gradebook, autograde,
+                       feedback=run_nbgrader(course, "generate_feedback", "*"),
+                       export=run_nbgrader(course, "export", "--to", "grades.csv"))
+
+
+@dataclass
+class CellGrade:
+    """What the gradebook holds for one test cell of one submission."""
+
+    auto_score: float | None
+    score: float
+    max_score: float
+    needs_manual_grade: bool
+
+
+def gradebook_cells(db: Path) -> dict[tuple[str, str, str], CellGrade]:
+    """Every graded cell in the gradebook, by (student, lesson, cell id)."""
+    cells = {}
+    with Gradebook(f"sqlite:///{db}") as gradebook:
+        for lesson in gradebook.assignments:
+            for submission in gradebook.assignment_submissions(lesson.name):
+                for notebook in submission.notebooks:
+                    for g in notebook.grades:
+                        cells[submission.student_id, lesson.name, g.name] = CellGrade(
+                            g.auto_score, g.score, g.max_score, g.needs_manual_grade)
+    return cells
+
+
+def source_test_cells(course: Path, lesson: str) -> list[nbformat.NotebookNode]:
+    """The lesson's test cells as the instructor wrote them, hidden tests included."""
+    source = nbformat.read(course / "solutions" / lesson / f"{lesson}.ipynb", as_version=4)
+    return [cell for cell in source.cells if is_test_cell(cell)]
+
+
+def grade_in_process(submitted: Path, test_source: str) -> tuple[float, str]:
+    """Runs a student's answer cells and a test cell here, without nbgrader.
+
+    Returns:
+        The points the test cell's last line gives, and what it printed (the reports).
+    """
+    namespace = {"torch": torch, "nn": nn, "F": nn.functional, "grade": grade, "points": points}
+    for cell in nbformat.read(submitted, as_version=4).cells:
+        if is_answer(cell):
+            exec(cell.source, namespace)
+    *body, last = test_source.strip().splitlines()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec("\n".join(body), namespace)
+        result = eval(last, namespace)
+    return result, printed.getvalue()
+
+
+def feedback_lines(printed: str) -> list[str]:
+    """The diagnosis lines of printed reports: the codes and the first line of each sentence."""
+    return [line.strip() for line in printed.splitlines()
+            if line.startswith("  [") or line.startswith("- ")]
+
+
+def test_every_lesson_is_released_and_autograded(graded_class: GradedClass) -> None:
+    for lesson in LESSONS:
+        assert (graded_class.path / "notebooks" / lesson / f"{lesson}.ipynb").exists()
+        run = graded_class.autograde[lesson]
+        if lesson in EDGE_LESSONS:  # the notebook that is not JSON fails, and only it
+            assert run.returncode == 1
+            failed = re.findall(r"error processing assignment '[^']+' for student '([^']+)'",
+                                run.stdout + run.stderr)
+            assert failed == ["invalid_json"], run.stderr[-3000:]
+        else:
+            assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_perfect_student_gets_full_marks_in_every_lesson(graded_class: GradedClass) -> None:
+    cells = gradebook_cells(graded_class.path / "gradebook.db")
+    for lesson in LESSONS:
+        for cell in source_test_cells(graded_class.path, lesson):
+            got = cells["perfect", lesson, cell.metadata.nbgrader["grade_id"]]
+            assert got.auto_score == got.max_score > 0, (lesson, cell.source)
+            assert not got.needs_manual_grade
+
+
+@pytest.mark.parametrize("student", list(BUGS))
+def test_typical_bugs_get_the_graders_partial_credit(graded_class: GradedClass,
+                                                      student: str) -> None:
+    cells = gradebook_cells(graded_class.path / "gradebook.db")
+    for lesson in lessons_of(student):
+        submitted = graded_class.path / "submitted" / student / lesson / f"{lesson}.ipynb"
+        for cell in source_test_cells(graded_class.path, lesson):
+            exercise = exercise_of(cell.source)
+            got = cells[student, lesson, cell.metadata.nbgrader["grade_id"]]
+            if exercise not in BUGS[student]:
+                assert got.auto_score == got.max_score, (lesson, exercise)
+                continue
+            want, printed = grade_in_process(submitted, cell.source)
+            assert 0 < want < got.max_score, (lesson, exercise, printed)
+            assert got.auto_score == pytest.approx(want), (lesson, exercise, printed)
+            assert BUGS[student][exercise].code in {
+                code for report in parse_reports(printed) for code in report.codes}
+            page = graded_class.feedback_text(student, lesson)
+            for line in feedback_lines(printed):
+                assert line in page, (lesson, exercise, line)
+
+
+def first_test_id(course: Path, lesson: str) -> str:
+    return source_test_cells(course, lesson)[0].metadata.nbgrader["grade_id"]
+
+
+def test_edge_cases_are_graded_or_flagged(graded_class: GradedClass) -> None:
+    course = graded_class.path
+    cells = gradebook_cells(course / "gradebook.db")
+    for lesson in EDGE_LESSONS:
+        first, *others = [cell.metadata.nbgrader["grade_id"]
+                          for cell in source_test_cells(course, lesson)]
+
+        def score(student: str, cell_id: str) -> float | None:
+            return cells[student, lesson, cell_id].auto_score
+
+        def full(cell_id: str) -> float:
+            return cells["perfect", lesson, cell_id].max_score
+
+        # The untouched notebook: every test ran on the stubs and gave 0.
+        for cell_id in [first, *others]:
+            assert score("untouched", cell_id) == 0
+        assert "[not_implemented]" in graded_class.feedback_text("untouched", lesson)
+
+        # `assert True` in place of the test: the real test ran again and found bea's mistake.
+        assert score("tampered", first) == score("bea", first) < full(first)
+        restored = next(c for c in graded_class.autograded("tampered", lesson).cells
+                        if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == first)
+        assert "assert True" not in restored.source and "grade(" in restored.source
+
+        # The deleted test cell was put back and graded.
+        assert score("deleted_test", first) == full(first), (
+            "A deleted test cell was not restored: nbgrader_config.py must enable "
+            "course_utils.restore_cells.RestoreDeletedCells (see its docstring).")
+        assert "It was added back by nbgrader" in graded_class.feedback_text("deleted_test",
+                                                                             lesson)
+
+        # A syntax error costs that exercise, and the feedback says why.
+        assert score("syntax_error", first) == 0
+        assert "SyntaxError" in graded_class.feedback_text("syntax_error", lesson)
+
+        # Every other exercise of these students was graded normally.
+        for student in ("tampered", "deleted_test", "syntax_error", "endless_loops"):
+            for cell_id in others:
+                assert score(student, cell_id) == full(cell_id), (student, cell_id)
+
+        # The file that is not JSON: no score, flagged for the instructor, nothing written.
+        for cell_id in [first, *others]:
+            flagged = cells["invalid_json", lesson, cell_id]
+            assert flagged.auto_score is None and flagged.needs_manual_grade
+            assert flagged.score == 0
+        assert not (course / "autograded" / "invalid_json" / lesson).exists()
+        output = graded_class.autograde[lesson].stdout + graded_class.autograde[lesson].stderr
+        assert "NotJSONError: Notebook does not appear to be JSON" in output
+
+
+def test_endless_loops_are_stopped(graded_class: GradedClass) -> None:
+    cells = gradebook_cells(graded_class.path / "gradebook.db")
+    # At the top level of the first answer cell: Execute.timeout interrupted it; the function
+    # defined above the loop was still graded (02_loss's first exercise is correct).
+    notebook = graded_class.autograded("endless_loops", "02_loss")
+    answer = next(cell for cell in notebook.cells if is_answer(cell))
+    assert {"KeyboardInterrupt", "CellTimeoutError"} <= {
+        output.get("ename") for output in answer.outputs}
+    first = first_test_id(graded_class.path, "02_loss")
+    assert cells["endless_loops", "02_loss", first].auto_score == \
+        cells["perfect", "02_loss", first].max_score
+    # Inside `train_one_epoch`: the graders stopped it, scored 0 and said why.
+    first = first_test_id(graded_class.path, "06_epoch_loss")
+    assert cells["endless_loops", "06_epoch_loss", first].auto_score == 0
+    assert "[timeout]" in graded_class.feedback_text("endless_loops", "06_epoch_loss")
+
+
+def test_feedback_exists_for_every_graded_submission(graded_class: GradedClass) -> None:
+    for student in STUDENT_IDS:
+        for lesson in lessons_of(student):
+            page = graded_class.path / "feedback" / student / lesson / f"{lesson}.html"
+            assert page.exists() == (student != "invalid_json"), page
+    assert graded_class.feedback.returncode == 0, graded_class.feedback.stderr[-3000:]
+
+
+def test_export_lists_every_student_with_their_scores(graded_class: GradedClass) -> None:
+    assert graded_class.export.returncode == 0, graded_class.export.stderr[-3000:]
+    with (graded_class.path / "grades.csv").open() as f:
+        rows = {(row["student_id"], row["assignment"]): row for row in csv.DictReader(f)}
+    assert {student for student, _ in rows} == set(STUDENT_IDS)
+    cells = gradebook_cells(graded_class.path / "gradebook.db")
+    for student in STUDENT_IDS:
+        for lesson in lessons_of(student):
+            total = sum(g.score for (s, l, _), g in cells.items() if (s, l) == (student, lesson))
+            assert float(rows[student, lesson]["raw_score"]) == pytest.approx(total)
+    perfect_total = sum(float(rows["perfect", lesson]["raw_score"]) for lesson in LESSONS)
+    assert perfect_total == sum(float(rows["perfect", lesson]["max_score"]) for lesson in LESSONS)
+
+
+def expected_mistakes(course: Path) -> dict[tuple[str, str, str], set[str]]:
+    """(lesson, exercise, code) -> the students the simulated class gives that mistake."""
+    expected: dict[tuple[str, str, str], set[str]] = {}
+    for student, bugs in BUGS.items():
+        for lesson in lessons_of(student):
+            for cell in source_test_cells(course, lesson):
+                bug = bugs.get(exercise_of(cell.source))
+                if bug:
+                    expected.setdefault((lesson, bug.exercise, bug.code), set()).add(student)
+    for lesson in EDGE_LESSONS:
+        cells = source_test_cells(course, lesson)
+        for cell in cells:
+            expected.setdefault((lesson, exercise_of(cell.source), "not_implemented"),
+                                set()).add("untouched")
+        first = exercise_of(cells[0].source)
+        expected.setdefault((lesson, first, BUGS["bea"][first].code), set()).add("tampered")
+    expected[("06_epoch_loss", "train_one_epoch", "timeout")] = {"endless_loops"}
+    return expected
+
+
+def test_mistakes_report_counts_the_class(graded_class: GradedClass, tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "course_utils.mistakes", "--out", str(tmp_path)],
+                         cwd=graded_class.path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    with (tmp_path / "mistakes.csv").open() as f:
+        found = {(row["lesson"], row["exercise"], row["code"]): set(row["student_ids"].split())
+                 for row in csv.DictReader(f)}
+    assert found == expected_mistakes(graded_class.path)
+    # bea, carl and tampered: three students
+    assert re.search(r"\s3\s+returns_last_batch_loss\s+returns the last batch's loss", run.stdout)
+
+    with (tmp_path / "not_graded.csv").open() as f:
+        not_graded = {(row["student_id"], row["lesson"]): row["reason"]
+                      for row in csv.DictReader(f)}
+    assert set(not_graded) == {(student, lesson) for lesson in EDGE_LESSONS
+                               for student in ("invalid_json", "syntax_error")}
+    for lesson in EDGE_LESSONS:
+        assert "not valid JSON" in not_graded["invalid_json", lesson]
+        assert "SyntaxError" in not_graded["syntax_error", lesson]
+    assert (tmp_path / "mistakes.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_parallel_grading_gives_the_serial_scores(graded_class: GradedClass,
+                                                   tmp_path: Path) -> None:
+    course = make_course(tmp_path / "course")
+    shutil.copytree(graded_class.path / "notebooks", course / "notebooks")
+    shutil.copy(graded_class.released_gradebook, course / "gradebook.db")
+    students = ["perfect", "bea", "invalid_json"]
+    for student in students:
+        for lesson in EDGE_LESSONS:
+            shutil.copytree(graded_class.path / "submitted" / student / lesson,
+                            course / "submitted" / student / lesson)
+
+    run = subprocess.run([sys.executable, "-m", "course_utils.parallel_grade", "--workers", "2",
+                          *EDGE_LESSONS], cwd=course, capture_output=True, text=True,
+                         timeout=3600)
+    assert run.returncode == 1, run.stdout + run.stderr  # the notebook that is not JSON
+    failed = re.findall(r"^\[\d+/\d+\] (\S+) (\S+): FAILED", run.stdout, re.MULTILINE)
+    assert sorted(failed) == [(lesson, "invalid_json") for lesson in sorted(EDGE_LESSONS)]
+    assert "NotJSONError" in run.stdout
+
+    serial = gradebook_cells(graded_class.path / "gradebook.db")
+    parallel = gradebook_cells(course / "gradebook.db")
+    assert set(parallel) == {key for key in serial
+                             if key[0] in students and key[1] in EDGE_LESSONS}
+    for key, cell in parallel.items():
+        assert (cell.auto_score, cell.needs_manual_grade) == \
+            (serial[key].auto_score, serial[key].needs_manual_grade), key
