@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from simulated_class import BUGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,17 +38,7 @@ TRAINING_LESSON = "solutions/08_mnist/08_mnist.ipynb"
 # The student version of the lesson where a buggy answer gets typed in and checked.
 EXERCISE_LESSON = "notebooks/06_epoch_loss/06_epoch_loss.ipynb"
 # A classic mistake: the loss of the last batch reported as the epoch's loss.
-LAST_BATCH_LOSS_ANSWER = '''\
-def train_one_epoch(model, loader, loss_fn, optimizer, device="cpu"):
-    model.train()
-    for inputs, targets in loader:
-        inputs, targets = inputs.to(device), targets.to(device)
-        optimizer.zero_grad()
-        loss = loss_fn(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-    return loss.item()
-'''
+LAST_BATCH_LOSS_ANSWER = BUGS["bea"]["train_one_epoch"].source.lstrip()
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--no-first-run"]
 # Tall enough that a training cell with its outputs fits into one screenshot.
