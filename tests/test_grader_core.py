@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import subprocess
 import sys
 import warnings
 from typing import Any
@@ -110,6 +111,34 @@ def test_endless_code_is_stopped_and_reported(student):
     report = grade("mse_loss", student, timeout=0.2)
     assert report.codes == {"timeout"}
     assert "0.2 seconds" in report.feedback[0]
+
+
+ENDLESS_WITH_FINALISERS = """
+import time
+from course_utils.graders import grade
+
+class Finalised:
+    def __del__(self):  # most of the loop's time runs here, where exceptions are swallowed
+        end = time.perf_counter() + 0.03
+        while time.perf_counter() < end:
+            pass
+
+def mse_endless_with_finalisers(pred, target):
+    while True:
+        Finalised()
+        end = time.perf_counter() + 0.003
+        while time.perf_counter() < end:
+            pass
+
+print(sorted(grade("mse_loss", mse_endless_with_finalisers, timeout=0.2).codes))
+"""
+
+
+def test_a_time_limit_swallowed_by_a_finaliser_still_stops_the_code():
+    """Python ignores an exception raised in a finaliser, so the alarm must come again."""
+    done = subprocess.run([sys.executable, "-c", ENDLESS_WITH_FINALISERS], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == "['timeout']", done.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------- global state

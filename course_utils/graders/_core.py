@@ -273,6 +273,12 @@ class _Alarm(BaseException):
     pass
 
 
+# After the limit the alarm repeats at this interval until the student's code has stopped:
+# an exception raised while Python runs a finaliser or a weakref callback is swallowed, so a
+# single alarm could be lost and leave an endless loop running.
+_ALARM_REPEAT_S = 0.2
+
+
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
     usable = (seconds and seconds > 0 and hasattr(signal, "setitimer")
@@ -280,16 +286,23 @@ def _time_limit(seconds: float) -> Iterator[None]:
     if not usable:
         yield
         return
+    armed = True
 
     def on_alarm(signum: int, frame: Any) -> None:
-        raise _Alarm
+        if armed:
+            raise _Alarm
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, _ALARM_REPEAT_S)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        while armed:
+            try:
+                armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            except _Alarm:  # a repeat landed before the flag was cleared: clear it again
+                armed = True
         signal.signal(signal.SIGALRM, previous)
 
 
