@@ -21,6 +21,8 @@ from typing import Iterator
 import pytest
 from simulated_class import BUGS
 
+from course_utils.parallel_grade import nbgrader_environment
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 sync_api = pytest.importorskip(
@@ -93,7 +95,7 @@ def _request(url: str, token: str, method: str = "GET") -> bytes:
 
 def _isolated_jupyter_env(home: Path) -> dict[str, str]:
     """The server's environment: the course's venv first on PATH, Jupyter state under ``home``."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = nbgrader_environment()
     # A student's kernel draws inline figures; a backend forced by the test run would not.
     env.pop("MPLBACKEND", None)
     for variable in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
