@@ -14,8 +14,8 @@ from torch import nn
 from torch.func import functional_call
 
 from course_utils.data import TensorLoader, toy_classification, toy_regression
-from course_utils.graders._checks import kind, number
-from course_utils.graders._core import Judge
+from course_utils.graders.evidence import kind, number
+from course_utils.graders._legacy import LegacyJudge as Judge
 
 Params = dict[str, torch.Tensor]
 Grads = dict[str, "torch.Tensor | None"]

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from course_utils.graders._checks import close, first_values, generator, kind, number, ratio, shape
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders.evidence import close, first_values, generator, kind, number, ratio, shape
+from course_utils.graders._legacy import LegacyJudge as Judge, exercise
 
 Case = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 

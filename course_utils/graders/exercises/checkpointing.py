@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from course_utils.data import TensorLoader
-from course_utils.graders._checks import kind, number
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders.evidence import kind, number
+from course_utils.graders._legacy import LegacyJudge as Judge, exercise
 from course_utils.graders._watch import regression_loader, regression_net, steady_conditions
 
 EPOCHS = 4

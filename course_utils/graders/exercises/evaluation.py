@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from course_utils.data import mnist_loaders, toy_classification
-from course_utils.graders._checks import kind, number
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders.evidence import kind, number
+from course_utils.graders._legacy import LegacyJudge as Judge, exercise
 from course_utils.graders._watch import (STEP_BEFORE_BACKWARD_ERRORS, Pass, Recorder,
                                          check_epoch_loss, check_eval_mode, check_eval_values,
                                          check_numbers, check_train_mode, check_training,

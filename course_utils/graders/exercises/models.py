@@ -8,9 +8,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from course_utils.graders._checks import (attempt, close, first_values, generator, kind, number,
+from course_utils.graders._legacy import attempt
+from course_utils.graders.evidence import (close, first_values, generator, kind, number,
                                           shape)
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders._legacy import LegacyJudge as Judge, exercise
 
 # One (input size, output size) pair per linear layer.
 Sizes = tuple[int, ...]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from course_utils.data import toy_regression
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders._legacy import LegacyJudge as Judge, exercise
 from course_utils.graders._watch import (STEP_BEFORE_BACKWARD_ERRORS, Iteration, Mistakes,
                                          Params, Recorder, check_epoch_loss, check_numbers,
                                          check_train_mode, check_training, check_value, count,

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from course_utils.graders._checks import close, first_values, generator, number, ratio
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders.evidence import close, first_values, generator, number, ratio
+from course_utils.graders._legacy import LegacyJudge as Judge, exercise
 
 _LEARNING_RATE = 0.1
 
