@@ -102,6 +102,28 @@ def train_step_with_helper(model, inputs, targets, loss_fn, optimizer):
     return value
 
 
+@submission("train_step")
+def train_step_with_closure(model, inputs, targets, loss_fn, optimizer):
+    # The form LBFGS requires: step() calls the closure to compute the loss and gradients.
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        return loss
+
+    return optimizer.step(closure).item()
+
+
+@submission("train_step", "no_zero_grad", fails=("gradients",))
+def train_step_closure_without_zero_grad(model, inputs, targets, loss_fn, optimizer):
+    def closure():
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        return loss
+
+    return optimizer.step(closure=closure).item()
+
+
 @submission("train_step", "no_zero_grad", fails=("gradients",))
 def train_step_no_zero_grad(model, inputs, targets, loss_fn, optimizer):
     loss = loss_fn(model(inputs), targets)
@@ -452,6 +474,23 @@ def train_one_epoch_with_train_step(model, loader, loss_fn, optimizer, device="c
         losses.append(train_step_zero_grad_first(model, inputs, targets, loss_fn, optimizer))
         sizes.append(len(inputs))
     return float(np.average(losses, weights=sizes))
+
+
+@submission("train_one_epoch")
+def train_one_epoch_with_closure(model, loader, loss_fn, optimizer, device="cpu"):
+    model.train()
+    total, count = 0.0, 0
+    for inputs, targets in loader:
+        def closure():
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure=closure)
+        total += loss.item() * len(inputs)
+        count += len(inputs)
+    return total / count
 
 
 @submission("train_one_epoch", "no_zero_grad", fails=("gradients",))
