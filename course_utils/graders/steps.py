@@ -17,8 +17,8 @@ STEP_CHECKS = [
     Check("step_called", "calls optimizer.step()"),
     Check("backward_called", "calls backward()"),
     Check("step_after_backward", "steps after backward(), not before"),
-    Check("one_step", "steps once per batch"),
-    Check("gradients", "steps on the gradient of the batch's own loss"),
+    Check("one_step", "steps once per batch (per call for a single step)"),
+    Check("gradients", "steps on the gradient of the current batch's (or call's) loss"),
 ]
 
 NO_STEP = Misconception("no_step", "optimizer.step() never called")
