@@ -42,6 +42,14 @@ def test_each_code_an_exercise_declares_has_a_buggy_submission(exercise):
     assert not missing, f"{exercise}: no catalogued submission gets {sorted(missing)}"
 
 
+def test_a_code_has_one_plain_name_in_every_exercise():
+    names: dict[str, set[str]] = {}
+    for exercise in EXERCISES.values():
+        for code, plain in exercise.plain_names.items():
+            names.setdefault(code, set()).add(plain)
+    assert {code: plains for code, plains in names.items() if len(plains) > 1} == {}
+
+
 def test_every_generic_code_is_catalogued():
     seen = set().union(*(s.codes for s in SUBMISSIONS))
     assert set(GENERIC_CODES) - AUTOGRADING_ONLY <= seen

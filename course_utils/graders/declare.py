@@ -157,7 +157,7 @@ class Exercise:
             raise ValueError(f"{self.name}: check names repeat: {names}")
         codes: dict[str, str] = {}
         for m in self.misconceptions:
-            if codes.get(m.code, m.plain) != m.plain:
+            if {codes.get(m.code, m.plain), GENERIC_CODES.get(m.code, m.plain)} != {m.plain}:
                 raise ValueError(f"{self.name}: code {m.code!r} has two plain names")
             codes[m.code] = m.plain
         self.plain_names: dict[str, str] = {**GENERIC_CODES, **codes}
@@ -182,6 +182,7 @@ class Exercise:
         return found
 
     def weight(self, name: str) -> float:
+        """The weight of the declared check called ``name``."""
         return self.check(name).weight
 
     def mistakes(self, *codes: str) -> list[Misconception]:
