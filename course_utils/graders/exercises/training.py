@@ -76,8 +76,8 @@ ACCUMULATION_STEP = Exercise(
 
 TRAIN_ONE_EPOCH = Exercise(
     "train_one_epoch",
-    [*lesson(NUMBER_CHECKS, "returns_float"), LOADER_CHECK, TRAIN_MODE_CHECK, *STEP_CHECKS,
-     *lesson(AVERAGE_CHECKS[:1], "mean_loss")],
+    [*lesson(NUMBER_CHECKS, "returns_float"), LOADER_CHECK, TRAIN_MODE_CHECK,
+     *lesson(STEP_CHECKS, "gradients"), *lesson(AVERAGE_CHECKS[:1], "mean_loss")],
     [LOSS_TENSOR, IGNORES_LOADER, NO_TRAIN_MODE, *STEP_MISTAKES, *LOSS_MISTAKES])
 
 
