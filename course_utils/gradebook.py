@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import runpy
+import os
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +16,16 @@ from course_utils.parallel_grade import nbgrader_environment
 GRADEBOOK = "gradebook.db"
 
 
+def course_config(course: Path) -> Config:
+    """The nbgrader configuration ``nbgrader_config.py`` of the course sets.
+
+    Example:
+        >>> course_config(Path(__file__).resolve().parent.parent).CourseDirectory.source_directory
+        'solutions'
+    """
+    return _read_config(course)["c"]
+
+
 def course_lessons(course: Path) -> list[str]:
     """The lessons listed in ``LESSONS`` of the course's ``nbgrader_config.py``, in order.
 
@@ -23,8 +33,11 @@ def course_lessons(course: Path) -> list[str]:
         >>> course_lessons(Path(__file__).resolve().parent.parent)[0]
         '01_forward_pass'
     """
-    config = runpy.run_path(str(course / "nbgrader_config.py"), init_globals={"get_config": Config})
-    return list(config["LESSONS"])
+    return list(_read_config(course)["LESSONS"])
+
+
+def _read_config(course: Path) -> dict:
+    return runpy.run_path(str(course / "nbgrader_config.py"), init_globals={"get_config": Config})
 
 
 def schema_head() -> str:
@@ -85,7 +98,7 @@ def lessons_to_generate(course: Path, lessons: list[str]) -> list[str]:
 def prepare(course: Path) -> list[str]:
     """Makes the gradebook complete and returns the lessons it had to generate.
 
-    Each such lesson goes through ``nbgrader generate_assignment``, which writes its student
+    Each such lesson goes through nbgrader's ``generate_assignment``, which writes its student
     version (the same file as the committed one while ``solutions/`` is unchanged) and records
     its graded cells and points.
     """
@@ -93,15 +106,21 @@ def prepare(course: Path) -> list[str]:
     if database.is_file() and stamp_schema(database):
         print(f"{GRADEBOOK}: recorded the missing schema version {schema_head()}")
     generated = lessons_to_generate(course, course_lessons(course))
+    if not generated:
+        return []
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    api = NbGraderAPI(CourseDirectory(config=config), config=config)
+    # nbgrader runs the `alembic` program when it creates the gradebook: PATH must have it.
+    os.environ["PATH"] = nbgrader_environment()["PATH"]
     for lesson in generated:
-        # nbgrader runs the `alembic` program when it creates the gradebook: PATH must have it.
-        result = subprocess.run(
-            [sys.executable, "-m", "nbgrader", "generate_assignment", lesson, "--force",
-             "--log-level=WARN"], cwd=course, env=nbgrader_environment(),
-            capture_output=True, text=True)
-        if result.returncode != 0:
+        result = api.generate_assignment(lesson, force=True)
+        if not result["success"]:
             raise RuntimeError(f"nbgrader generate_assignment {lesson} failed:\n"
-                               f"{result.stdout}{result.stderr}")
+                               f"{result.get('log', '')}{result.get('error', '')}")
         print(f"{lesson}: generated, points recorded in {GRADEBOOK}")
     return generated
 
