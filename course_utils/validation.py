@@ -76,13 +76,15 @@ def explain_test_cells(notebook: NotebookNode) -> None:
 
 
 def explanation(report: dict[str, Any], earned: float, maximum: float) -> str:
-    """One line a student can act on: the exercise, the points, the first diagnosis.
+    """One line a student can act on: the exercise, the points, its diagnoses, the first explained.
+
+    The same form as the error ``points`` raises when a test cell is worth 0.
 
     Example:
         >>> explanation({"exercise": "evaluate", "codes": ["no_eval_mode", "wrong_accuracy"],
         ...              "feedback": ["Dropout was active.\\nDetails ..."]}, 2.4, 4)
-        '`evaluate` earns 2.4 of 4 points: [no_eval_mode] Dropout was active.'
+        '`evaluate` earns 2.4 of 4 points: [no_eval_mode, wrong_accuracy] Dropout was active.'
     """
-    code = report["codes"][0] if report["codes"] else ""
     first = report["feedback"][0].splitlines()[0] if report["feedback"] else ""
-    return f"`{report['exercise']}` earns {earned:g} of {maximum:g} points: [{code}] {first}"
+    return (f"`{report['exercise']}` earns {earned:g} of {maximum:g} points: "
+            f"[{', '.join(report['codes'])}] {first}")

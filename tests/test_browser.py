@@ -310,9 +310,10 @@ def test_check_cell_and_validate_explain_a_buggy_answer(lab: JupyterLab,
     notebook.locator(".jp-NotebookPanel-toolbar .validate-button").click()
     dialog = page.locator(".jp-Dialog")
     sync_api.expect(dialog).to_contain_text("Validation Results", timeout=RUN_CELL_MS)
-    # It names the graded cell that did not get full marks.
+    # It names the graded cell that did not get full marks, the exercise and the diagnosis.
     sync_api.expect(dialog).to_contain_text("The following cell failed")
-    sync_api.expect(dialog).to_contain_text("train_one_epoch")
+    sync_api.expect(dialog).to_contain_text("`train_one_epoch` earns")
+    sync_api.expect(dialog).to_contain_text("returns_last_batch_loss")
     page.screenshot(path=ARTIFACTS / "06_epoch_loss_validate.png")
     dialog.get_by_role("button", name="Ok").click()
 
