@@ -345,6 +345,10 @@ def confirm(frame: sync_api.FrameLocator, action: str, timeout: int = RUN_CELL_M
     sync_api.expect(dialog).to_be_visible(timeout=timeout)
     sync_api.expect(dialog).to_contain_text(f"Successfully {action}")
     if screenshot:
+        # Once it has faded in and slid into place.
+        sync_api.expect(dialog).to_have_css("opacity", "1")
+        sync_api.expect(dialog.locator(".modal-dialog")).to_have_css(
+            "transform", "matrix(1, 0, 0, 1, 0, 0)")
         dialog.page.screenshot(path=ARTIFACTS / screenshot)
     dialog.get_by_role("button", name="OK").click()
     # The dialog fades out; screenshots wait until its shadow is gone too.
