@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import runpy
 import os
+import runpy
 import sqlite3
 import sys
 from pathlib import Path
