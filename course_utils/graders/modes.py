@@ -1,5 +1,8 @@
-"""Judging how a loop treats its model and loader: training or evaluation mode, gradient
-tracking, weights left alone, and every batch of the loader it was given."""
+"""Judging how a loop treats its model and loader: modes, gradient tracking, every batch.
+
+Training runs in training mode; evaluation in evaluation mode, without a graph and without
+changing the weights; both go through every batch of the loader they were given.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Judging the steps of a training loop: step() and backward() called, in order, once per batch,
-on the gradient of that batch's own loss, with the known ways to get the gradient wrong."""
+"""Judging the steps of a training loop, and the known ways to get their gradients wrong.
+
+`step()` and `backward()` must run, in that order, once per batch, on the gradient of that
+batch's own loss.
+"""
 
 from __future__ import annotations
 
