@@ -7,14 +7,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Commands run with the environment's programs first on PATH: nbgrader starts `alembic` from
+# there when it creates the gradebook, and JupyterLab's Formgrader runs nbgrader.
+IN_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: course test setup data notebooks benchmark
+.PHONY: course test setup data gradebook notebooks benchmark
 
 # JupyterLab refuses to run as root unless told to (containers often run as root).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-course: setup
-	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) --notebook-dir=. notebooks/01_forward_pass/01_forward_pass.ipynb
+course: setup gradebook
+	$(IN_VENV) $(VENV)/bin/jupyter lab $(ALLOW_ROOT) --notebook-dir=. notebooks/01_forward_pass/01_forward_pass.ipynb
 
 test: setup
 	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg tests solutions $(PYTEST_ARGS)
@@ -32,9 +35,14 @@ $(INSTALLED): pyproject.toml
 data: $(INSTALLED)
 	$(PY) -m course_utils.data --quiet
 
+# Records every lesson of LESSONS (nbgrader_config.py) with its points in gradebook.db, so
+# that the Formgrader opens at once; generates only the lessons the gradebook lacks.
+gradebook: $(INSTALLED)
+	$(IN_VENV) $(PY) -m course_utils.gradebook
+
 # Regenerates the student notebooks from the instructor versions in solutions/.
 notebooks: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/nbgrader generate_assignment "*" --force --log-level=WARN
+	$(IN_VENV) $(VENV)/bin/nbgrader generate_assignment "*" --force --log-level=WARN
 
 benchmark: setup
 	$(PY) benchmarks/bench_mnist_epoch.py

@@ -47,3 +47,24 @@ c.Autograde.sanitize_preprocessors = [
     "course_utils.restore_cells.RestoreDeletedCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+
+# The exchange through which release_assignment, fetch_assignment, submit, collect,
+# release_feedback and fetch_feedback pass files: a folder of the course (git-ignored), so that
+# one machine works out of the box. nbgrader needs it to exist and be writable by everyone
+# who hands in; like /tmp, the sticky bit stops users from removing each other's files.
+# On a JupyterHub, point it at the shared exchange instead (see the README).
+c.Exchange.root = os.path.join(c.CourseDirectory.root, "exchange")
+if not os.path.isdir(c.Exchange.root):
+    try:
+        os.makedirs(c.Exchange.root)
+        os.chmod(c.Exchange.root, 0o1777)
+    except OSError:
+        pass  # a read-only copy of the course: nbgrader says the exchange is missing
+
+# Validate (toolbar button and `nbgrader validate`) names the exercise and its first diagnosis
+# for a test cell short of full points, where nbgrader alone says only "Partial credit".
+# Validate's execution only: during autograding the added stderr would cost the cell's points.
+from course_utils.validation import append_last_cell, explain_after_last_cell  # noqa: E402
+
+c.Validator.Execute.on_notebook_start = append_last_cell
+c.Validator.Execute.on_cell_start = explain_after_last_cell

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from simulated_class import BUGS
+from simulated_class import BUGS, buggy, run_nbgrader
 
+from course_utils.gradebook import course_config, course_lessons
 from course_utils.parallel_grade import nbgrader_environment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -51,9 +52,17 @@ START_MS = 120_000
 RUN_NOTEBOOK_MS = 480_000
 RUN_CELL_MS = 180_000
 # Not copied into the server's course folder: environment, history, data (the notebooks read
-# it through the installed package) and what earlier runs left behind.
+# it through the installed package) and what earlier runs and grading left behind, so that
+# the copy starts as a fresh clone does.
 NOT_COURSE = shutil.ignore_patterns(".venv", ".git", "data", "test-artifacts", ".pytest_cache",
-                                    "__pycache__", ".ipynb_checkpoints", "*.egg-info")
+                                    "__pycache__", ".ipynb_checkpoints", "*.egg-info",
+                                    "gradebook.db", "exchange", "submitted", "autograded",
+                                    "feedback", "mistakes", "grades.csv")
+# The instructor's lesson in the Formgrader, and the student whose notebook is graded there:
+# bea forgets zero_grad in train_step, one of the lesson's two exercises.
+GRADED_LESSON = "05_zero_grad"
+STUDENT = {"id": "bea", "first_name": "Bea", "last_name": "Okafor"}
+GRADE_MS = 300_000
 # User settings of the throwaway JupyterLab profile: no pop-up asking to fetch news.
 LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false"}}
 
@@ -160,6 +169,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     url = f"http://127.0.0.1:{port}"
     log = home / "jupyterlab.log"
     ports = [("127.0.0.1", port)]
+    # What `make course` does before starting JupyterLab: a gradebook with every lesson's points.
+    prepared = subprocess.run([sys.executable, "-m", "course_utils.gradebook", str(course)],
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert prepared.returncode == 0, f"preparing the gradebook failed:\n{prepared.stderr}"
     with log.open("w") as log_file:
         # cwd: nbgrader's Validate reads nbgrader_config.py from the server's folder.
         process = subprocess.Popen(
@@ -299,8 +312,130 @@ def test_check_cell_and_validate_explain_a_buggy_answer(lab: JupyterLab,
     notebook.locator(".jp-NotebookPanel-toolbar .validate-button").click()
     dialog = page.locator(".jp-Dialog")
     sync_api.expect(dialog).to_contain_text("Validation Results", timeout=RUN_CELL_MS)
-    # It names the graded cell that did not get full marks.
+    # It names the graded cell that did not get full marks, the exercise and the diagnosis.
     sync_api.expect(dialog).to_contain_text("The following cell failed")
-    sync_api.expect(dialog).to_contain_text("train_one_epoch")
+    sync_api.expect(dialog).to_contain_text("`train_one_epoch` earns")
+    sync_api.expect(dialog).to_contain_text("returns_last_batch_loss")
     page.screenshot(path=ARTIFACTS / "06_epoch_loss_validate.png")
     dialog.get_by_role("button", name="Ok").click()
+
+
+def open_formgrader(page: sync_api.Page, lab: JupyterLab) -> sync_api.FrameLocator:
+    """Opens the Formgrader from JupyterLab's Nbgrader menu and returns its frame."""
+    page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+    page.get_by_role("menuitem", name="Nbgrader", exact=True).click(timeout=START_MS)
+    page.get_by_role("menuitem", name="Formgrader", exact=True).click()
+    # The file browser takes room the Formgrader's wide tables need.
+    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
+    return page.frame_locator(".jp-MainAreaWidget iframe")
+
+
+def formgrader_row(frame: sync_api.FrameLocator, text: str) -> sync_api.Locator:
+    """The one row of the Formgrader's table that contains ``text``."""
+    row = frame.locator("#main-table tr", has_text=text)
+    sync_api.expect(row).to_have_count(1, timeout=START_MS)
+    return row
+
+
+def confirm(frame: sync_api.FrameLocator, action: str, timeout: int = RUN_CELL_MS,
+            screenshot: str | None = None) -> None:
+    """Waits for the Formgrader's report on ``action``, requires success, and closes it;
+    ``screenshot`` names a picture of the page with the report open."""
+    dialog = frame.locator(".modal.in, .modal.show").first
+    sync_api.expect(dialog).to_be_visible(timeout=timeout)
+    sync_api.expect(dialog).to_contain_text(f"Successfully {action}")
+    if screenshot:
+        # Once it has faded in and slid into place.
+        sync_api.expect(dialog).to_have_css("opacity", "1")
+        sync_api.expect(dialog.locator(".modal-dialog")).to_have_css(
+            "transform", "matrix(1, 0, 0, 1, 0, 0)")
+        dialog.page.screenshot(path=ARTIFACTS / screenshot)
+    dialog.get_by_role("button", name="OK").click()
+    # The dialog fades out; screenshots wait until its shadow is gone too.
+    sync_api.expect(frame.locator(".modal-backdrop")).to_have_count(0)
+
+
+def student_nbgrader(course: Path, folder: Path, *args: str) -> str:
+    """Runs a student's nbgrader command in ``folder`` on this machine, through the course's
+    exchange (a student has no course configuration of their own), and returns its log."""
+    config = course_config(course)
+    result = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args, f"--course={config.CourseDirectory.course_id}",
+         f"--Exchange.root={config.Exchange.root}"],
+        cwd=folder, env=nbgrader_environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stderr}"
+    return result.stderr
+
+
+def test_instructor_grades_a_lesson_in_the_formgrader(lab: JupyterLab, page: sync_api.Page,
+                                                       tmp_path: Path) -> None:
+    lesson, student = GRADED_LESSON, STUDENT["id"]
+    added = run_nbgrader(lab.course, "db", "student", "add", student,
+                         f"--first-name={STUDENT['first_name']}",
+                         f"--last-name={STUDENT['last_name']}")
+    assert added.returncode == 0, added.stderr
+
+    frame = open_formgrader(page, lab)
+    lessons = course_lessons(lab.course)
+    sync_api.expect(frame.locator("#main-table tr")).to_have_count(len(lessons), timeout=START_MS)
+    # The course's exchange exists, so no warning about it.
+    sync_api.expect(frame.locator("#warning-exchange")).to_have_count(0)
+    formgrader_row(frame, lesson).locator(".assign a").click()
+    confirm(frame, "created the student version")
+    formgrader_row(frame, lesson).locator(".release a").click()
+    confirm(frame, "released")
+    page.screenshot(path=ARTIFACTS / "formgrader_assignments.png")
+
+    # The student, on the same machine, fetches the lesson, makes her mistake, and hands it in.
+    student_nbgrader(lab.course, tmp_path, "fetch_assignment", lesson)
+    fetched = tmp_path / lesson / f"{lesson}.ipynb"
+    assert fetched.is_file()
+    fetched.write_text(buggy(student)(lab.course, lesson))
+    student_nbgrader(lab.course, tmp_path, "submit", lesson, f"--student={student}")
+
+    formgrader_row(frame, lesson).locator(".collect a").click()
+    confirm(frame, "collected submissions")
+    formgrader_row(frame, lesson).locator(".num-submissions a").click()
+    row = formgrader_row(frame, student)
+    sync_api.expect(row.locator(".student-name")).to_have_text(
+        f"{STUDENT['last_name']}, {STUDENT['first_name']}")
+    row.locator(".autograde a").click()
+    confirm(frame, "autograded", timeout=GRADE_MS)
+    # Partial credit: bea's train_step keeps its gradients, her accumulation_step is right.
+    sync_api.expect(formgrader_row(frame, student).locator(".score")).to_have_text(
+        re.compile(r"^[0-9.]+ / [1-9]"))
+    page.screenshot(path=ARTIFACTS / "formgrader_submissions.png")
+
+    # Every lesson is listed with its points, none as "0 / 0".
+    frame.get_by_role("link", name="Manual Grading", exact=True).click()
+    for name in lessons:
+        sync_api.expect(formgrader_row(frame, name).locator(".score")).to_have_text(
+            re.compile(r"^[0-9.]+ / [1-9]"))
+    # The manual-grading view of the submission shows the graders' diagnosis in its test cell.
+    formgrader_row(frame, lesson).locator(".name a").click()
+    sync_api.expect(frame.locator("#main-table .avg-score")).to_have_count(1)
+    formgrader_row(frame, lesson).locator(".name a").click()
+    frame.locator("#main-table a.name-hidden").click()
+    diagnosis = frame.locator("#notebook-container").get_by_text("no_zero_grad").first
+    sync_api.expect(diagnosis).to_be_visible(timeout=START_MS)
+    diagnosis.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "formgrader_manual_grading.png")
+
+    # Back through the breadcrumb, as the grading view has no sidebar.
+    frame.get_by_role("link", name="Manual Grading", exact=True).click()
+    frame.get_by_role("link", name="Manage Assignments", exact=True).click()
+    formgrader_row(frame, lesson).locator(".generate-feedback a").click()
+    confirm(frame, "generated feedback", timeout=GRADE_MS)
+    formgrader_row(frame, lesson).locator(".release-feedback a").click()
+    confirm(frame, "released feedback", screenshot="formgrader_feedback_released.png")
+
+    # The student fetches the same page the instructor generated.
+    student_nbgrader(lab.course, tmp_path, "fetch_feedback", lesson, f"--student={student}")
+    generated = lab.course / "feedback" / student / lesson / f"{lesson}.html"
+    fetched_feedback = list((tmp_path / lesson / "feedback").glob(f"*/{lesson}.html"))
+    assert [path.read_text() for path in fetched_feedback] == [generated.read_text()]
+    assert "no_zero_grad" in generated.read_text()
+    page.goto(fetched_feedback[0].as_uri())
+    diagnosis = page.get_by_text("no_zero_grad").first
+    diagnosis.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "feedback_page.png")
