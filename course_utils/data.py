@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+# Obtaining the files lives in mnist_files; its public names stay importable from here.
 from course_utils.mnist_files import (DATA_DIR, MNIST_SHA256, MNISTUnavailable, _course_root,
                                       _raw_dir, mnist_status, prepare_mnist, sha256_of)
 
@@ -78,7 +79,7 @@ def toy_classification(n: int = 300, classes: int = 3, seed: int = 0) -> TensorD
     return TensorDataset(points, labels)
 
 
-# --------------------------------------------------------------------------- MNIST
+# ------------------------------------------------------------- MNIST tensors and loaders
 
 # torchvision's Normalize constants for MNIST, used by the textbook pipeline.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
