@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import runpy
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -13,16 +12,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbgrader.api import Gradebook, MissingEntry
-from simulated_class import run_nbgrader
-from traitlets.config import Config
+from simulated_class import LESSONS, NBGRADER_CONFIG, run_nbgrader
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 RELEASE = ROOT / "notebooks"
-# The course's own nbgrader configuration names the lessons and the stub students get.
-_NBGRADER = runpy.run_path(str(ROOT / "nbgrader_config.py"), init_globals={"get_config": Config})
-LESSONS: list[str] = _NBGRADER["LESSONS"]
-STUB: str = _NBGRADER["c"].ClearSolutions.code_stub["python"]
+STUB: str = NBGRADER_CONFIG["c"].ClearSolutions.code_stub["python"]
 
 # nbgrader hides what lies between these markers from students.
 HIDDEN_REGIONS = [("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")]
