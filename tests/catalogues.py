@@ -50,7 +50,7 @@ class Entry:
 
     def failed_checks(self) -> list[str]:
         """The names of the declared checks this submission fails (or never gets to)."""
-        declared = [c.name for c in load_exercises()[self.exercise].checks]
+        declared = [c.name for c in load_exercises()[self.exercise].checks_for(self.data)]
         named = [name for name in self.fails if name is not AND_THE_REST]
         unknown = set(named) - set(declared)
         if unknown:
@@ -63,12 +63,10 @@ class Entry:
         """The score the declarations give when exactly ``failed_checks()`` fail."""
         if self.correct:
             return 1.0
-        if isinstance(self.fails, float):
-            return self.fails
         failed = set(self.failed_checks())
         return score(CheckResult(c.name, c.says, c.weight, c.lesson,
                                  "failed" if c.name in failed else "passed")
-                     for c in load_exercises()[self.exercise].checks)
+                     for c in load_exercises()[self.exercise].checks_for(self.data))
 
 
 def correct(exercise: str, name: str, student: Any, **options: Any) -> Entry:
@@ -79,8 +77,7 @@ def correct(exercise: str, name: str, student: Any, **options: Any) -> Entry:
 def buggy(exercise: str, name: str, student: Any, codes: set[str], fails: tuple[Any, ...],
           *evidence: str, **options: Any) -> Entry:
     """A buggy submission, the codes it must get, the checks it fails, and phrases of evidence."""
-    fails = fails if isinstance(fails, float) else tuple(fails)  # a float: a pinned legacy score
-    return Entry(exercise, name, student, frozenset(codes), fails, evidence, **options)
+    return Entry(exercise, name, student, frozenset(codes), tuple(fails), evidence, **options)
 
 
 def all_submissions() -> list[Entry]:

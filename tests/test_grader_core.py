@@ -180,8 +180,7 @@ def test_global_state_is_restored_after_grading():
 
 # ----------------------------------------------------------------------------- odd values
 
-@pytest.mark.parametrize("exercise", ["SimpleNN", "MNISTMLP", "mse_loss", "cross_entropy",
-                                      "linear_mse_grads", "sgd_step"])
+@pytest.mark.parametrize("exercise", exercises())
 def test_none_instead_of_a_submission_is_a_wrong_return_type(exercise):
     report = grade(exercise, None)
     assert report.codes == {"wrong_return_type"} and report.score == 0

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 # Codes any exercise may report, with the plain name a person reads beside each.
@@ -42,12 +42,27 @@ class Check:
         weight: its share of the score, relative to the exercise's other checks.
         lesson: it carries the exercise's lesson; failing it caps the score
             (``scoring.LESSON_CAP``).
+        data: judged only when grading on this data (``"mnist"``); None: always.
     """
 
     name: str
     says: str
     weight: float = 1.0
     lesson: bool = False
+    data: str | None = None
+
+
+def lesson(checks: Sequence[Check], *names: str) -> list[Check]:
+    """Shared check declarations, with the ones named marked as carrying this exercise's lesson.
+
+    Example:
+        >>> [c.lesson for c in lesson([Check("a", "..."), Check("b", "...")], "b")]
+        [False, True]
+    """
+    unknown = set(names) - {c.name for c in checks}
+    if unknown:
+        raise KeyError(f"no such checks: {sorted(unknown)}")
+    return [replace(c, lesson=True) if c.name in names else c for c in checks]
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,17 @@ class Misconception:
     def say(self, **numbers: Any) -> str:
         """The message with the evidence's numbers filled in."""
         return self.message.format(**numbers)
+
+
+def generic(code: str, message: str, produces: Callable[..., Any] | None = None,
+            ) -> Misconception:
+    """A misconception reported under a generic code (``wrong_value``, ...), with its plain name.
+
+    Example:
+        >>> generic("wrong_value", "{got} is the loss after the update.").plain
+        'returns a wrong value'
+    """
+    return Misconception(code, GENERIC_CODES[code], message, produces)
 
 
 def recognise(got: Any, evidence: Any, mistakes: Iterable[Misconception],
@@ -131,7 +157,7 @@ class Exercise:
             raise ValueError(f"{self.name}: check names repeat: {names}")
         codes: dict[str, str] = {}
         for m in self.misconceptions:
-            if codes.get(m.code, m.plain) != m.plain:
+            if {codes.get(m.code, m.plain), GENERIC_CODES.get(m.code, m.plain)} != {m.plain}:
                 raise ValueError(f"{self.name}: code {m.code!r} has two plain names")
             codes[m.code] = m.plain
         self.plain_names: dict[str, str] = {**GENERIC_CODES, **codes}
@@ -143,10 +169,9 @@ class Exercise:
         _REGISTRY[self.name] = self
         return grader
 
-    def make_judge(self, timeout: float, seed: int) -> Any:
-        """The judge that records this exercise's checks while its grader runs."""
-        from course_utils.graders.judge import Judge
-        return Judge(self, timeout, seed)
+    def checks_for(self, data: str) -> list[Check]:
+        """The checks judged when grading on ``data``."""
+        return [c for c in self.checks if c.data in (None, data)]
 
     def check(self, name: str) -> Check:
         """The declared check called ``name``; a grader asking for another one is a bug."""
@@ -157,6 +182,7 @@ class Exercise:
         return found
 
     def weight(self, name: str) -> float:
+        """The weight of the declared check called ``name``."""
         return self.check(name).weight
 
     def mistakes(self, *codes: str) -> list[Misconception]:

@@ -11,7 +11,7 @@ import torch
 
 from course_utils.graders import exercises as exercise_modules
 from course_utils.graders.declare import Exercise, registry
-from course_utils.graders.judge import Stop
+from course_utils.graders.judge import Judge, Stop
 from course_utils.graders.report import Report
 from course_utils.graders.sandbox import preserved_global_state
 
@@ -55,7 +55,7 @@ def grade(name: str, student: Any, *, data: str = "toy", timeout: float | None =
     if data not in ("toy", "mnist"):
         raise ValueError(f"data must be 'toy' or 'mnist', not {data!r}")
     exercise = known[name]
-    judge = exercise.make_judge(timeout if timeout is not None else exercise.timeout, seed)
+    judge = Judge(exercise, timeout if timeout is not None else exercise.timeout, seed, data)
     with preserved_global_state(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(seed)

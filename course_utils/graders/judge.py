@@ -38,10 +38,12 @@ class Judge:
         ({'raised_exception'}, ['type'], 0.5)
     """
 
-    def __init__(self, exercise: Exercise, timeout: float, seed: int = 0):
+    def __init__(self, exercise: Exercise, timeout: float, seed: int = 0, data: str = "toy"):
         self.exercise = exercise
         self.timeout = timeout
         self.seed = seed
+        self.data = data
+        self.checks = exercise.checks_for(data)
         self.codes: set[str] = set()
         self.feedback: list[str] = []
         self.output = ""
@@ -53,7 +55,9 @@ class Judge:
 
     def check(self, name: str, ok: Any, code: str = "", message: str = "") -> bool:
         """Judges the declared check ``name``; on failure records ``code`` and ``message``."""
-        self.exercise.check(name)  # a check the exercise does not declare is a grader bug
+        if name not in {c.name for c in self.checks}:  # a grader bug
+            self.exercise.check(name)
+            raise KeyError(f"{self.exercise.name} does not judge {name!r} on {self.data} data")
         ok = bool(ok)
         if not ok:
             self._record(code, message)
@@ -71,12 +75,12 @@ class Judge:
         if pending is not None:
             self.check(pending, False, code, message)
         else:  # every check was judged already; the last one is what this concerns
-            self.check(self.exercise.checks[-1].name, False, code, message)
+            self.check(self.checks[-1].name, False, code, message)
         raise Stop
 
     def pending(self) -> str | None:
         """The first declared check not judged yet."""
-        return next((c.name for c in self.exercise.checks if c.name not in self._outcomes), None)
+        return next((c.name for c in self.checks if c.name not in self._outcomes), None)
 
     def _record(self, code: str, message: str) -> None:
         if code not in self.exercise.plain_names:
@@ -94,7 +98,7 @@ class Judge:
             RuntimeError: nothing failed, yet a declared check was never judged (a grader bug:
                 only a failure may keep later checks from running).
         """
-        unjudged = [c.name for c in self.exercise.checks if c.name not in self._outcomes]
+        unjudged = [c.name for c in self.checks if c.name not in self._outcomes]
         if unjudged and not self.codes:
             raise RuntimeError(f"{self.exercise.name}: nothing failed, yet the checks "
                                f"{', '.join(unjudged)} were never judged")
@@ -105,7 +109,7 @@ class Judge:
             return "passed" if self._outcomes[check.name] else "failed"
 
         results = [CheckResult(c.name, c.says, c.weight, c.lesson, outcome(c))
-                   for c in self.exercise.checks]
+                   for c in self.checks]
         return Report(self.exercise.name, results, set(self.codes), list(self.feedback),
                       self.output, self.exercise.plain_names)
 

@@ -75,6 +75,8 @@ def points(reports: Report | Sequence[Report], maximum: float) -> float:
         2.0
     """
     reports = [reports] if isinstance(reports, Report) else list(reports)
+    if not reports:
+        raise ValueError("points() needs at least one report, e.g. points([grade(...)], 3)")
     for report in reports:
         show(report)
     earned = round(min(report.score for report in reports) * maximum, 2)
@@ -82,7 +84,7 @@ def points(reports: Report | Sequence[Report], maximum: float) -> float:
     if earned == 0:
         worst = next(r for r in reports if r.score == 0)
         first = worst.feedback[0].splitlines()[0] if worst.feedback else ""
-        code = sorted(worst.codes)[0] if worst.codes else ""
-        line = f"`{worst.exercise}` earns 0 of {maximum:g} points: [{code}] {first}"
+        line = (f"`{worst.exercise}` earns 0 of {maximum:g} points: "
+                f"[{', '.join(sorted(worst.codes))}] {first}")
         raise NoPoints(line, line)
     return earned

@@ -13,6 +13,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from course_utils.graders.declare import Check, Exercise, Misconception
 from course_utils.graders.evidence import close, first_values, generator, kind, shape
+from course_utils.graders.exercises.models import (ARCHITECTURE, DETACHED, MNIST_MLP,
+                                                   MODEL_CHECKS, MODULE_CHECKS, SHAPE, _runs_on,
+                                                   _check_gradients_flow, _check_no_softmax,
+                                                   _check_output_shapes, _instantiate)
 from course_utils.graders.judge import Judge
 
 # Operators of the library's convolution, as the dispatcher names them: `F.conv2d`,
@@ -77,7 +81,7 @@ def _library(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, s
 
 
 def _cases(seed: int) -> list[Case]:
-    """Several shapes, channel counts, non-square kernels, strides, paddings, with and without bias."""
+    """Shapes, channel counts, non-square kernels, strides and paddings, with and without bias."""
     gen = generator(seed)
 
     def case(x: tuple, w: tuple, bias: bool, stride: int, padding: int) -> Case:
@@ -115,8 +119,8 @@ NO_STRIDE = Misconception(
     "wrong_stride", "stride missing or wrong",
     "For {case} your result {what} the library's with stride={used}: move the window `stride` "
     "pixels at a time, so output pixel (i, j) starts at input pixel (i·stride, j·stride).")
-SHAPE = Misconception(
-    "wrong_output_shape", "output has the wrong shape",
+CONV_SHAPE = Misconception(
+    "wrong_output_shape", SHAPE.plain,
     "For {case} your result has shape {got}, but `F.conv2d` returns {want}: (N, C_out, "
     "(H + 2·padding − kH) // stride + 1, (W + 2·padding − kW) // stride + 1).")
 LIBRARY = Misconception(
@@ -125,8 +129,8 @@ LIBRARY = Misconception(
     "`F.conv2d`, `nn.Conv2d`, `torch.conv2d` and `torch.convolution` all end there. The "
     "exercise is to compute it yourself, with `F.pad`, slicing or `unfold`, `einsum` or matrix "
     "products.")
-DETACHED = Misconception(
-    "detached_result", "result is cut off from the autograd graph",
+CONV_DETACHED = Misconception(
+    "detached_result", DETACHED.plain,
     "For {case} {problem}. Build the result from tensor operations on `x`, `weight` and "
     "`bias` (no `.item()`, `.detach()`, `.data`, numpy, or writing into a new tensor under "
     "`torch.no_grad()`), so that training can reach the kernel.")
@@ -141,7 +145,8 @@ CONV2D = Exercise(
                   weight=3, lesson=True),
             Check("gradients", "lets gradients reach x, weight and bias, equal to the library's",
                   weight=2)],
-    misconceptions=[FLIPPED, NO_BIAS, NO_PADDING, NO_STRIDE, SHAPE, LIBRARY, DETACHED],
+    misconceptions=[FLIPPED, NO_BIAS, NO_PADDING, NO_STRIDE, CONV_SHAPE, LIBRARY,
+                    CONV_DETACHED],
     timeout=10)
 
 
@@ -181,14 +186,15 @@ def _check_shapes(judge: Judge, results: list[tuple[Case, torch.Tensor]]
     if wrong:
         case, out = wrong[0]
         _explain(judge, "shape", case, out, lambda a, b: a.shape == b.shape,
-                 SHAPE.say(case=case.describe(), got=shape(out), want=shape(case.run(_library))))
+                 CONV_SHAPE.say(case=case.describe(), got=shape(out),
+                                want=shape(case.run(_library))))
     else:
         judge.check("shape", True)
     return right
 
 
 def _check_values(judge: Judge, results: list[tuple[Case, torch.Tensor]]) -> bool:
-    """One check that every output equals the library's; names the mistake of the first that differs."""
+    """Judges "value": every output equals the library's; names the first difference's mistake."""
     wrong = [(c, out) for c, out in results if not _same_outputs(out, c.run(_library))]
     if not results:
         return False
@@ -204,7 +210,7 @@ def _check_values(judge: Judge, results: list[tuple[Case, torch.Tensor]]) -> boo
                    "which input pixel each kernel weight multiplies, and that every input "
                    "channel is summed into every output channel.")
     else:
-        generic = SHAPE.say(case=case.describe(), got=shape(out), want=shape(want))
+        generic = CONV_SHAPE.say(case=case.describe(), got=shape(out), want=shape(want))
     _explain(judge, "value", case, out, _same_outputs, generic)
     return False
 
@@ -228,7 +234,7 @@ def _explain(judge: Judge, check: str, case: Case, out: torch.Tensor,
                         mistake.say(case=described, what=what, used=used))
             return
     wrong_shape = out.shape != case.run(_library).shape
-    judge.check(check, False, SHAPE.code if wrong_shape else "wrong_value", otherwise)
+    judge.check(check, False, CONV_SHAPE.code if wrong_shape else "wrong_value", otherwise)
 
 
 def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool) -> None:
@@ -246,7 +252,7 @@ def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool
         if not ok or not isinstance(out, torch.Tensor):
             return
         if out.grad_fn is None:
-            judge.check("gradients", False, DETACHED.code, DETACHED.say(
+            judge.check("gradients", False, CONV_DETACHED.code, CONV_DETACHED.say(
                 case=described, problem="your result has no autograd graph (`grad_fn` is None), "
                 "so no gradient reaches the input, the kernel or the bias"))
             return
@@ -265,11 +271,11 @@ def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool
     names = ["x", "weight", "bias"]
     missing = [name for name, g in zip(names, grads) if g is None]
     if missing:
-        judge.check("gradients", False, DETACHED.code, DETACHED.say(
+        judge.check("gradients", False, CONV_DETACHED.code, CONV_DETACHED.say(
             case=described, problem=f"no gradient reaches {', '.join(f'`{m}`' for m in missing)}"))
         return
     differing = [name for name, g, w in zip(names, grads, want) if not close(g, w, 1e-4, 1e-4)]
-    judge.check("gradients", not differing, DETACHED.code, DETACHED.say(
+    judge.check("gradients", not differing, CONV_DETACHED.code, CONV_DETACHED.say(
         case=described, problem=f"your result has the right values, but the gradient reaching "
         f"{', '.join(f'`{d}`' for d in differing)} differs from the library's (first values "
         f"{first_values(grads[names.index(differing[0])]) if differing else ''} instead of "
@@ -286,73 +292,28 @@ CNN_LAYERS = [("first convolution", (16, 1, 3, 3), (16,)),
 
 MNISTCNN = Exercise(
     "MNISTCNN",
-    checks=[Check("module", "is an nn.Module class with a forward method"),
-            Check("parameters", "has the parameters of the layers asked for"),
-            Check("shape", "maps (N, 1, 28, 28) images to (N, 10) outputs"),
-            Check("logits", "returns logits, not probabilities"),
-            Check("forward", "computes conv → ReLU → pool → conv → ReLU → pool → linear",
-                  weight=2, lesson=True),
-            Check("graph", "lets gradients reach every parameter")],
-    misconceptions=[
-        Misconception("wrong_architecture", "model layers differ from the ones asked for"),
-        Misconception("wrong_output_shape", "model output has the wrong shape"),
-        Misconception("softmax_in_model", "softmax inside the model instead of raw logits"),
-        Misconception("detached_result", "model output is cut off from the autograd graph")],
-    timeout=10)
+    [*MODULE_CHECKS, _runs_on("images"), MNIST_MLP.check("no_softmax"),
+     Check("forward", "computes conv → ReLU → pool → conv → ReLU → pool → linear", weight=2,
+           lesson=True),
+     MODEL_CHECKS[1]],
+    [SHAPE, ARCHITECTURE, *MNIST_MLP.mistakes("softmax_in_model"), DETACHED])
 
 
 @MNISTCNN
 def grade_mnist_cnn(judge: Judge, student: Any, *, data: str = "toy") -> None:
-    """Grades `MNISTCNN` by behaviour: its parameters, output shapes and what forward computes."""
-    model = _instantiate(judge, student)
+    """Grades `MNISTCNN` by behaviour, as `MNISTMLP`: parameters, output shapes, what forward
+    computes with the model's own parameters, and gradient flow."""
+    model = _instantiate(judge, student, "MNISTCNN")
     layers = _cnn_parameters(judge, model)
     gen = generator(judge.seed)
-    runs = []
-    for n in (5, 1):
-        x = torch.randn(n, 1, 28, 28, generator=gen)
-        ok, out = judge.attempt("shape", model, x.clone(),
-                                doing=f"running `MNISTCNN` on images of shape {shape(x)}")
-        if not ok:
-            break
-        if not isinstance(out, torch.Tensor):
-            judge.stop("wrong_return_type", f"For images of shape {shape(x)} your model returned "
-                       f"{kind(out)}: `forward` must `return` the output tensor.")
-        if tuple(out.shape) != (n, 10):
-            judge.check("shape", False, "wrong_output_shape",
-                        f"For a batch of {n} images of shape {shape(x)} your model returned shape "
-                        f"{shape(out)}; the exercise asks for ({n}, 10), one row of 10 logits per "
-                        "image. Flatten each image's feature maps (`x.flatten(1)`), not the batch.")
-            break
-        runs.append((x, out))
-    else:
-        judge.check("shape", True)
+    images = [torch.randn(n, 1, 28, 28, generator=gen) for n in (5, 1)]
+    runs, _ = _check_output_shapes(judge, model, "MNISTCNN", 10, "images", images)
     if not runs:
-        return
-    out = runs[0][1].detach()
-    probabilities = bool((out >= 0).all()) and close(out.sum(1), torch.ones(len(out)))
-    judge.check("logits", not probabilities, "softmax_in_model",
-                f"Every row of your model's output is non-negative and sums to 1 (first row "
-                f"{first_values(out[0])}): softmax probabilities. Return raw logits: "
-                "`nn.CrossEntropyLoss` applies log-softmax itself. A `log_softmax` is fine.")
+        return  # nothing ran: the checks of what it computes cannot run
+    _check_no_softmax(judge, runs[0][1])
     if layers is not None:
         _cnn_forward(judge, layers, runs)
-    _cnn_graph(judge, model, runs[0][0])
-
-
-def _instantiate(judge: Judge, student: Any) -> nn.Module:
-    if isinstance(student, nn.Module):
-        judge.stop("wrong_return_type", "You passed a model object, not the class: pass "
-                   "`MNISTCNN` itself, without parentheses; the check builds its own models.")
-    if not isinstance(student, type):
-        judge.stop("wrong_return_type", f"`MNISTCNN` should be a class that inherits from "
-                   f"`nn.Module`, but it is {kind(student)}.")
-    model = judge.call(student, check="module")
-    judge.require("module", isinstance(model, nn.Module), "wrong_return_type",
-                  f"`MNISTCNN()` made {kind(model)}, which is not an `nn.Module`: inherit from "
-                  "`nn.Module` and call `super().__init__()` first in `__init__`.")
-    judge.require("module", type(model).forward is not nn.Module.forward, "raised_exception",
-                  "`model(x)` cannot run: `MNISTCNN` has no method named `forward`.")
-    return model
+    _check_gradients_flow(judge, model, "MNISTCNN", runs[0][0])
 
 
 def _cnn_parameters(judge: Judge, model: nn.Module) -> list[torch.Tensor] | None:
@@ -361,7 +322,7 @@ def _cnn_parameters(judge: Judge, model: nn.Module) -> list[torch.Tensor] | None
     found = sorted(tuple(p.shape) for p in params)
     wanted = sorted(s for _, w, b in CNN_LAYERS for s in (w, b))
     described = "; ".join(f"{name}: weight {w}, bias {b}" for name, w, b in CNN_LAYERS)
-    if not judge.check("parameters", found == wanted, "wrong_architecture",
+    if not judge.check("parameters", found == wanted, ARCHITECTURE.code,
                        f"Your `MNISTCNN` has {len(params)} parameter tensors with shapes "
                        f"{', '.join(shape(p) for p in params) or 'none'}. The layers asked for "
                        f"have {described}. Check each layer's channels and kernel size, and "
@@ -409,27 +370,4 @@ def _cnn_forward(judge: Judge, layers: list[torch.Tensor],
                    f"→ Linear gives {first_values(expected[0])} for the first image, but your "
                    f"model returned {first_values(out[0])}. Check the order of the layers, the "
                    "padding of each convolution, and that each runs exactly once.")
-    judge.check("forward", False, "wrong_architecture", message)
-
-
-def _cnn_graph(judge: Judge, model: nn.Module, x: torch.Tensor) -> None:
-    with torch.enable_grad():
-        ok, out = judge.attempt("graph", model, x.clone(),
-                                doing=f"running `MNISTCNN` on images of shape {shape(x)}")
-        if not ok:
-            return
-        if out.grad_fn is None:
-            judge.check("graph", False, "detached_result",
-                        "Your model's output has no autograd graph (`grad_fn` is None), so "
-                        "training could never change the weights. Look in `forward` for "
-                        "`torch.no_grad()`, `.detach()`, `.data` or numpy.")
-            return
-        model.zero_grad(set_to_none=True)
-        ok, _ = judge.attempt("graph", out.sum().backward,
-                              doing="computing gradients of your model's output")
-    if ok:
-        missing = [name for name, p in model.named_parameters() if p.grad is None]
-        judge.check("graph", not missing, "detached_result",
-                    f"After `backward()` these parameters have no gradient: "
-                    f"{', '.join(f'`{m}`' for m in missing)}: they are not used in `forward`, "
-                    "or their result is cut off from the graph.")
+    judge.check("forward", False, ARCHITECTURE.code, message)

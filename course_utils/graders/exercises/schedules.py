@@ -7,14 +7,19 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from course_utils.graders._legacy import PLAIN_NAMES
-from course_utils.graders._watch import (STEP_BEFORE_BACKWARD_ERRORS, Recorder, check_epoch_loss,
-                                         check_numbers, check_train_mode, check_training,
-                                         epoch_loss_numbers, regression_loader, regression_net,
-                                         require_loader_used, steady_conditions)
+from course_utils.graders.averages import (AVERAGE_CHECKS, LOSS_MISTAKES, check_mean_loss,
+                                           training_numbers)
 from course_utils.graders.declare import Check, Exercise, Misconception
 from course_utils.graders.evidence import kind, number
 from course_utils.graders.judge import Judge
+from course_utils.graders.modes import (IGNORES_LOADER, LOADER_CHECK, NO_TRAIN_MODE,
+                                        TRAIN_MODE_CHECK, check_train_mode, require_loader_used)
+from course_utils.graders.recording import Recorder, count
+from course_utils.graders.sandbox import steady_conditions
+from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
+                                        check_training)
+from course_utils.graders.toys import regression_loader, regression_net
+from course_utils.graders.values import LOSS_TENSOR, NUMBER_CHECKS, check_numbers, first_mismatch
 
 EPOCHS = 3
 # Two parameter groups with their own learning rates: every group must follow the schedule.
@@ -40,35 +45,17 @@ SCHEDULE_MISTAKES = [
                   "{intended}: the learning rate never changed because `scheduler.step()` was "
                   "never called. Call it once per epoch, after the epoch's optimizer steps."),
 ]
-LOOP_CODES = ["loss_tensor_accumulated", "ignores_loader", "no_train_mode", "no_step",
-              "no_backward", "step_before_backward", "no_zero_grad", "zero_grad_after_backward",
-              "unweighted_batch_average", "returns_last_batch_loss", "history_wrong_shape"]
+WRONG_SHAPE = Misconception("history_wrong_shape", "history is not one value per epoch per key")
 
 TRAIN_WITH_SCHEDULE = Exercise(
     "train_with_schedule",
-    checks=[Check("losses", "returns one float per epoch"),
-            Check("loader", "goes through every batch of the loader in every epoch"),
-            Check("train_mode", "puts the model in training mode"),
-            Check("steps", "one zero_grad / forward / backward / step per batch", weight=2),
-            Check("schedule", "steps the scheduler once per epoch, after the epoch's optimizer "
-                  "steps", weight=3, lesson=True),
-            Check("epoch_loss", "returns each epoch's per-sample mean loss")],
-    misconceptions=[*SCHEDULE_MISTAKES,
-                    *(Misconception(code, PLAIN_NAMES[code]) for code in LOOP_CODES)],
-    timeout=10)
-
-
-class _AsCheck:
-    """Lets the shared training-loop checks (which count ``expect`` calls) judge a declared check."""
-
-    def __init__(self, judge: Judge, name: str):
-        self.judge, self.name = judge, name
-
-    def expect(self, ok: Any, code: str, message: str) -> bool:
-        return self.judge.check(self.name, ok, code, message)
-
-    def require(self, ok: Any, code: str, message: str) -> None:
-        self.judge.require(self.name, ok, code, message)
+    [Check("returns_list", "returns a list with one loss per epoch"), *NUMBER_CHECKS,
+     LOADER_CHECK, TRAIN_MODE_CHECK, *STEP_CHECKS,
+     Check("schedule", "steps the scheduler once per epoch, after that epoch's optimizer steps",
+           weight=3, lesson=True),
+     *AVERAGE_CHECKS[:1]],
+    [WRONG_SHAPE, *SCHEDULE_MISTAKES, LOSS_TENSOR, IGNORES_LOADER, NO_TRAIN_MODE,
+     *STEP_MISTAKES, *LOSS_MISTAKES])
 
 
 @TRAIN_WITH_SCHEDULE
@@ -99,37 +86,37 @@ def grade_train_with_schedule(judge: Judge, train_with_schedule: Callable[..., A
     losses = _check_losses(judge, returned)
     who = "Your `train_with_schedule`"
     passes = [p for p in recorder.passes() if p.loader == loader.name]
-    forwards = [e for e in recorder.events if e.kind == "forward"]
-    require_loader_used(_AsCheck(judge, "loader"), passes, loader, len(forwards), who)
-    judge.check("loader", len(passes) == EPOCHS, "ignores_loader",
+    require_loader_used(judge, passes, loader, count(recorder.events, "forward"), who)
+    judge.check("loader", len(passes) == EPOCHS, IGNORES_LOADER.code,
                 f"{who} went through the loader {len(passes)} times for {EPOCHS} epochs: "
                 "each epoch is one pass over all its batches.")
-    check_train_mode(_AsCheck(judge, "train_mode"), forwards, who)
+    check_train_mode(judge, [f for p in passes for f in p.forwards], who)
     iterations = [it for p in passes for it in recorder.iterations(p)]
-    check_training(_AsCheck(judge, "steps"), recorder, iterations, loss_fn, who=who,
-                   unit="batch")
+    check_training(judge, recorder, iterations, loss_fn, who=who)
     _check_schedule(judge, seen, scheduler, len(loader))
-    if losses is not None:
-        for epoch, (value, p) in enumerate(zip(losses, passes), start=1):
-            check_epoch_loss(_AsCheck(judge, "epoch_loss"), value,
-                             epoch_loss_numbers(recorder, recorder.iterations(p), loss_fn),
-                             f"The loss `train_with_schedule` returned for epoch {epoch}")
+    numbers = [training_numbers(recorder, recorder.iterations(p), loss_fn) for p in passes]
+    pairs = list(zip(losses, [n.loss for n in numbers]))
+    if pairs:
+        e = first_mismatch(pairs)
+        check_mean_loss(judge, losses[e], numbers[e],
+                        f"The loss `train_with_schedule` returned for epoch {e + 1}")
     else:
-        judge.check("epoch_loss", False, "history_wrong_shape",
+        judge.check("mean_loss", False, WRONG_SHAPE.code,
                     "The epoch losses could not be compared: see the returned value above.")
 
 
-def _check_losses(judge: Judge, returned: Any) -> list[float | None] | None:
-    """One float per epoch, in a list (or tuple); returns them, or None when unusable."""
-    if not isinstance(returned, (list, tuple)) or len(returned) != EPOCHS:
-        size = f" of {len(returned)} items" if isinstance(returned, (list, tuple)) else ""
-        judge.check("losses", False, "history_wrong_shape",
-                    f"`train_with_schedule` returned {kind(returned)}{size} for {EPOCHS} epochs; "
-                    f"it should return a list of {EPOCHS} floats, each epoch's mean loss.")
-        return None
-    names = [f"The loss `train_with_schedule` returned for epoch {k}"
-             for k in range(1, EPOCHS + 1)]
-    return check_numbers(_AsCheck(judge, "losses"), list(returned), names)
+def _check_losses(judge: Judge, returned: Any) -> list[float | None]:
+    """One float per epoch, in a list (or tuple); returns them (empty when unusable)."""
+    listed = isinstance(returned, (list, tuple))
+    values = list(returned) if listed else [returned]
+    shaped = judge.check(
+        "returns_list", listed and len(values) == EPOCHS, WRONG_SHAPE.code,
+        f"`train_with_schedule` returned {kind(returned)} for {EPOCHS} epochs; it should "
+        f"return a list of {EPOCHS} floats, each epoch's mean loss.")
+    names = [f"The loss `train_with_schedule` returned for epoch {k}" if listed
+             else "The value `train_with_schedule` returned" for k in range(1, len(values) + 1)]
+    floats = check_numbers(judge, values, names)
+    return floats if shaped else []
 
 
 def _lrs(values: list[tuple[float, ...]]) -> str:

@@ -8,14 +8,77 @@ import torch
 from torch import nn
 
 from course_utils.data import toy_regression
-from course_utils.graders._legacy import LegacyJudge as Judge, exercise
-from course_utils.graders._watch import (STEP_BEFORE_BACKWARD_ERRORS, Iteration, Mistakes,
-                                         Params, Recorder, check_epoch_loss, check_numbers,
-                                         check_train_mode, check_training, check_value, count,
-                                         epoch_loss_numbers, first_mismatch, regression_loader,
-                                         regression_net, require_loader_used, steady_conditions)
+from course_utils.graders.averages import (AVERAGE_CHECKS, LOSS_MISTAKES, check_mean_loss,
+                                           training_numbers)
+from course_utils.graders.declare import Check, Exercise, Misconception, generic, lesson
+from course_utils.graders.judge import Judge
+from course_utils.graders.modes import (IGNORES_LOADER, LOADER_CHECK, NO_TRAIN_MODE,
+                                        TRAIN_MODE_CHECK, check_train_mode, require_loader_used)
+from course_utils.graders.recording import Iteration, Recorder, count
+from course_utils.graders.sandbox import steady_conditions
+from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
+                                        StepEvidence, check_training)
+from course_utils.graders.toys import regression_loader, regression_net
+from course_utils.graders.values import LOSS_TENSOR, NUMBER_CHECKS, check_numbers, check_value
+from course_utils.graders.values import first_mismatch
 
 LEARNING_RATE = 0.1
+PIECES, PIECE_SIZE = 3, 4  # micro-batches per accumulation_step call, samples in each
+RETURNED_LOSS = Check("returned_loss", "returns the loss it stepped on")
+
+TRAIN_STEP = Exercise(
+    "train_step",
+    [*NUMBER_CHECKS, *lesson(STEP_CHECKS, "gradients"), RETURNED_LOSS],
+    [LOSS_TENSOR, *STEP_MISTAKES,
+     generic("wrong_value", "{what} is {got}: the loss recomputed after the update. Return the "
+                            "loss of the forward pass you stepped on ({want}), the one you "
+                            "called `backward()` on.",
+             produces=lambda evidence: evidence["recomputed"])])
+
+ONLY_LAST = ("At step {step} `.grad` held the last micro-batch's gradient only (norm {got} "
+             "instead of {want}): the gradients were cleared inside the micro-batch loop, so the "
+             "earlier micro-batches' gradients were thrown away. Clear them once per call, "
+             "outside the loop.")
+ZEROED_EACH = "gradients zeroed inside the micro-batch loop"
+STEP_EACH_MICRO_BATCH = Misconception(
+    "step_each_micro_batch", "step() inside the micro-batch loop",
+    "Your `accumulation_step` called `optimizer.step()` {steps} times in one call with "
+    f"{PIECES} micro-batches: stepping inside the loop updates the weights after every "
+    "micro-batch, which is not accumulation. Step once, after all micro-batches.")
+MICRO_BATCH_MISTAKES = [
+    Misconception("no_loss_scaling", "micro-batch losses not divided by their number",
+                  f"At step {{step}} `.grad` was {PIECES} times the gradient of the mean loss "
+                  f"(norm {{got}} instead of {{want}}): the {PIECES} micro-batch gradients were "
+                  "added up without scaling. Divide each micro-batch's loss by the number of "
+                  "micro-batches before `backward()`, so the sum is the gradient of the mean.",
+                  produces=lambda evidence: PIECES * evidence.gradient()),
+    Misconception("zero_grad_each_micro_batch", ZEROED_EACH, ONLY_LAST,
+                  produces=lambda evidence: evidence.gradient(-PIECE_SIZE)),
+    Misconception("zero_grad_each_micro_batch", ZEROED_EACH, ONLY_LAST,
+                  produces=lambda evidence: evidence.gradient(-PIECE_SIZE) / PIECES),
+]
+ACCUMULATED_LOSS_MISTAKES = [
+    generic("wrong_value", "{what} is {got}, the sum of the micro-batch losses; return their "
+                           "mean ({want}).",
+            produces=lambda evidence: PIECES * evidence["mean"]),
+    generic("wrong_value", "{what} is {got}, the last micro-batch's loss only; return the mean "
+                           "over all micro-batches ({want}).",
+            produces=lambda evidence: evidence["last"]),
+    generic("wrong_value", "{what} is {got}, the last micro-batch's scaled loss only; add up "
+                           "the scaled losses of all micro-batches ({want}).",
+            produces=lambda evidence: evidence["last"] / PIECES),
+]
+ACCUMULATION_STEP = Exercise(
+    "accumulation_step",
+    [*NUMBER_CHECKS, *lesson(STEP_CHECKS, "one_step", "gradients"), RETURNED_LOSS],
+    [LOSS_TENSOR, *STEP_MISTAKES, *MICRO_BATCH_MISTAKES, STEP_EACH_MICRO_BATCH,
+     *ACCUMULATED_LOSS_MISTAKES])
+
+TRAIN_ONE_EPOCH = Exercise(
+    "train_one_epoch",
+    [*lesson(NUMBER_CHECKS, "returns_float"), LOADER_CHECK, TRAIN_MODE_CHECK, *STEP_CHECKS,
+     *lesson(AVERAGE_CHECKS[:1], "mean_loss")],
+    [LOSS_TENSOR, IGNORES_LOADER, NO_TRAIN_MODE, *STEP_MISTAKES, *LOSS_MISTAKES])
 
 
 def _watched_regression() -> tuple[Recorder, torch.optim.Optimizer]:
@@ -28,7 +91,7 @@ def _ordinal(n: int) -> str:
     return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
 
 
-@exercise("train_step", timeout=10)
+@TRAIN_STEP
 @steady_conditions
 def grade_train_step(judge: Judge, train_step: Callable[..., Any], *, data: str) -> None:
     """Three calls on fresh batches: one step each, on that batch's gradient, returning its loss.
@@ -54,39 +117,15 @@ def grade_train_step(judge: Judge, train_step: Callable[..., Any], *, data: str)
     wants = [recorder.loss(it.params, it.inputs, it.targets, loss_fn) for it in iterations]
     k = first_mismatch(list(zip(losses, wants)))
     recomputed = recorder.loss(after[k], iterations[k].inputs, iterations[k].targets, loss_fn)
-    check_value(judge, losses[k], wants[k], f"The loss `train_step` returned in call {k + 1}", [
-        ("wrong_value", recomputed,
-         "{what} is {got}: the loss recomputed after the update. Return the loss of the "
-         "forward pass you stepped on ({want}), the one you called `backward()` on."),
-    ], "{what} is {got}, but the batch's loss before the update is {want}. Return the value "
-       "of the loss you called `backward()` on, as a float.")
+    check_value(judge, "returned_loss", losses[k], wants[k],
+                f"The loss `train_step` returned in call {k + 1}", {"recomputed": recomputed},
+                TRAIN_STEP.mistakes("wrong_value"),
+                generic("wrong_value", "{what} is {got}, but the batch's loss before the update "
+                                       "is {want}. Return the value of the loss you called "
+                                       "`backward()` on, as a float."))
 
 
-def _micro_batch_mistakes(recorder: Recorder, loss_fn: nn.Module, pieces: int) -> Mistakes:
-    """Gradients that the known accumulation mistakes leave at the step, for one call."""
-
-    def mistakes(it: Iteration) -> list[tuple[str, Params, str]]:
-        whole = recorder.gradient(it.params, it.inputs, it.targets, loss_fn)
-        size = len(it.inputs) // pieces
-        last = recorder.gradient(it.params, it.inputs[-size:], it.targets[-size:], loss_fn)
-        only_last = ("At step {step} `.grad` held the last micro-batch's gradient only (norm "
-                     "{got} instead of {want}): the gradients were cleared inside the "
-                     "micro-batch loop, so the earlier micro-batches' gradients were thrown "
-                     "away. Clear them once per call, outside the loop.")
-        return [
-            ("no_loss_scaling", {n: g * pieces for n, g in whole.items()},
-             f"At step {{step}} `.grad` was {pieces} times the gradient of the mean loss (norm "
-             f"{{got}} instead of {{want}}): the {pieces} micro-batch gradients were added up "
-             "without scaling. Divide each micro-batch's loss by the number of micro-batches "
-             "before `backward()`, so the sum is the gradient of the mean."),
-            ("zero_grad_each_micro_batch", last, only_last),
-            ("zero_grad_each_micro_batch", {n: g / pieces for n, g in last.items()}, only_last),
-        ]
-
-    return mistakes
-
-
-@exercise("accumulation_step", timeout=10)
+@ACCUMULATION_STEP
 @steady_conditions
 def grade_accumulation_step(judge: Judge, accumulation_step: Callable[..., Any], *,
                             data: str) -> None:
@@ -94,14 +133,13 @@ def grade_accumulation_step(judge: Judge, accumulation_step: Callable[..., Any],
 
     Grading always uses toy data.
     """
-    pieces, size = 3, 4
     recorder, optimizer = _watched_regression()
     loss_fn = nn.MSELoss()
-    inputs, targets = toy_regression(n=2 * pieces * size, seed=judge.seed).tensors
+    inputs, targets = toy_regression(n=2 * PIECES * PIECE_SIZE, seed=judge.seed).tensors
     iterations, returned = [], []
-    for k, (x, y) in enumerate(zip(inputs.split(pieces * size), targets.split(pieces * size)),
-                               start=1):
-        micro_batches = list(zip(x.split(size), y.split(size)))
+    for k, (x, y) in enumerate(zip(inputs.split(PIECES * PIECE_SIZE),
+                                   targets.split(PIECES * PIECE_SIZE)), start=1):
+        micro_batches = list(zip(x.split(PIECE_SIZE), y.split(PIECE_SIZE)))
         start, params = recorder.mark(), recorder.snapshot()
         with judge.context(f"calling `accumulation_step` for the {_ordinal(k)} time",
                            STEP_BEFORE_BACKWARD_ERRORS):
@@ -112,33 +150,22 @@ def grade_accumulation_step(judge: Judge, accumulation_step: Callable[..., Any],
     losses = check_numbers(judge, returned, [f"The value `accumulation_step` returned in call {k}"
                                              for k in range(1, len(returned) + 1)])
     check_training(judge, recorder, iterations, loss_fn, who="Your `accumulation_step`",
-                   unit="call", alternatives=_micro_batch_mistakes(recorder, loss_fn, pieces),
-                   extra_steps=("step_each_micro_batch",
-                                "Your `accumulation_step` called `optimizer.step()` {steps} "
-                                f"times in one call with {pieces} micro-batches: stepping inside "
-                                "the loop updates the weights after every micro-batch, which "
-                                "is not accumulation. Step once, after all micro-batches."))
+                   unit="call", mistakes=MICRO_BATCH_MISTAKES,
+                   extra_steps=STEP_EACH_MICRO_BATCH)
     if any(count(it.events, "step") > 1 for it in iterations):
         return  # The losses were then taken at different weights: no single right value.
     wants = [recorder.loss(it.params, it.inputs, it.targets, loss_fn) for it in iterations]
     k = first_mismatch(list(zip(losses, wants)))
     it = iterations[k]
-    last = recorder.loss(it.params, it.inputs[-size:], it.targets[-size:], loss_fn)
-    check_value(judge, losses[k], wants[k],
-                f"The loss `accumulation_step` returned in call {k + 1}", [
-                    ("wrong_value", pieces * wants[k],
-                     "{what} is {got}, the sum of the micro-batch losses; return their mean "
-                     "({want})."),
-                    ("wrong_value", last,
-                     "{what} is {got}, the last micro-batch's loss only; return the mean over "
-                     "all micro-batches ({want})."),
-                    ("wrong_value", last / pieces,
-                     "{what} is {got}, the last micro-batch's scaled loss only; add up the "
-                     "scaled losses of all micro-batches ({want})."),
-                ], "{what} is {got}, but the mean loss over all micro-batches is {want}.")
+    last = recorder.loss(it.params, it.inputs[-PIECE_SIZE:], it.targets[-PIECE_SIZE:], loss_fn)
+    check_value(judge, "returned_loss", losses[k], wants[k],
+                f"The loss `accumulation_step` returned in call {k + 1}",
+                {"mean": wants[k], "last": last}, ACCUMULATED_LOSS_MISTAKES,
+                generic("wrong_value", "{what} is {got}, but the mean loss over all "
+                                       "micro-batches is {want}."))
 
 
-@exercise("train_one_epoch", timeout=10)
+@TRAIN_ONE_EPOCH
 @steady_conditions
 def grade_train_one_epoch(judge: Judge, train_one_epoch: Callable[..., Any], *,
                           data: str) -> None:
@@ -163,5 +190,5 @@ def grade_train_one_epoch(judge: Judge, train_one_epoch: Callable[..., Any], *,
     check_train_mode(judge, epoch.forwards, who)
     iterations = recorder.iterations(epoch)
     check_training(judge, recorder, iterations, loss_fn, who=who, unit="batch")
-    check_epoch_loss(judge, loss, epoch_loss_numbers(recorder, iterations, loss_fn),
-                     "The epoch loss `train_one_epoch` returned")
+    check_mean_loss(judge, loss, training_numbers(recorder, iterations, loss_fn),
+                    "The epoch loss `train_one_epoch` returned")
