@@ -1,4 +1,4 @@
-"""Grader for lesson 09: `train_with_schedule`, where `scheduler.step()` goes in the training loop."""
+"""Grader for lesson 09: `train_with_schedule`, where `scheduler.step()` goes in the loop."""
 
 from __future__ import annotations
 
