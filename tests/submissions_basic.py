@@ -6,7 +6,6 @@ The correct ones double as reference solutions for ``benchmarks/bench_graders.py
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch

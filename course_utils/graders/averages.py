@@ -1,5 +1,7 @@
-"""Averages over a loader pass, computed once: the right per-sample means and the wrong ones
-students compute instead, with the checks and messages that tell them apart."""
+"""Averages over a loader pass: the per-sample means, and the wrong ones students compute.
+
+Each is computed once here, with the checks and messages that tell them apart.
+"""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def points(reports: Report | Sequence[Report], maximum: float) -> float:
     earned = round(min(report.score for report in reports) * maximum, 2)
     print(f"{earned:g} / {maximum:g} points")
     if earned == 0:
-        worst = next(r for r in reports if r.score == 0)
+        worst = min(reports, key=lambda r: r.score)
         first = worst.feedback[0].splitlines()[0] if worst.feedback else ""
         line = (f"`{worst.exercise}` earns 0 of {maximum:g} points: "
                 f"[{', '.join(sorted(worst.codes))}] {first}")

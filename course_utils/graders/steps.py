@@ -1,5 +1,8 @@
-"""Judging the steps of a training loop: step() and backward() called, in order, once per batch,
-on the gradient of that batch's own loss, with the known ways to get the gradient wrong."""
+"""Judging the steps of a training loop, and the known ways to get their gradients wrong.
+
+`step()` and `backward()` must run, in that order, once per batch, on the gradient of that
+batch's own loss.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from course_utils.graders.declare import Check, Misconception, recognise
+from course_utils.graders.declare import Check, Misconception, generic, recognise
 from course_utils.graders.evidence import number
 from course_utils.graders.judge import Judge
 from course_utils.graders.recording import Event, Grads, Iteration, Params, Recorder, count
@@ -21,17 +24,31 @@ STEP_CHECKS = [
     Check("gradients", "steps on the gradient of the current batch's (or call's) loss"),
 ]
 
-NO_STEP = Misconception("no_step", "optimizer.step() never called")
-NO_BACKWARD = Misconception("no_backward", "backward() never called")
+NO_STEP = Misconception(
+    "no_step", "optimizer.step() never called",
+    "{who} never called `optimizer.step()` (0 steps for {iterations}), so the parameters did "
+    "not change at all: `backward()` only computes gradients, the optimizer's `step()` is what "
+    "applies them.")
+NO_BACKWARD = Misconception(
+    "no_backward", "backward() never called",
+    "{who} never called `backward()` (0 backward passes for {iterations}), so `.grad` stayed "
+    "empty and `optimizer.step()` had nothing to apply. Compute the gradients of the loss "
+    "before stepping.")
 STEP_BEFORE_BACKWARD = Misconception(
     "step_before_backward", "step() runs before backward()",
-    "`optimizer.step()` ran before `backward()`: the step changed the weights in place while "
-    "the graph of the loss still needed their old values, so autograd refused to compute the "
-    "gradients. Compute the gradients first, then step.")
+    "{who} called `optimizer.step()` before `backward()` (first in {unit} {first}): the step "
+    "then applies whatever `.grad` held before (nothing at first, later the previous {unit}'s "
+    "gradient). Compute the gradients first, then step.")
+EXTRA_STEPS = generic("wrong_value", "{who} called `optimizer.step()` {steps} times for one "
+                                     "{unit}; each {unit} should give exactly one step.")
 
 # What autograd says when `step()` changed the weights between the forward pass and `backward()`.
 STEP_BEFORE_BACKWARD_ERRORS = {
-    "modified by an inplace operation": (STEP_BEFORE_BACKWARD.code, STEP_BEFORE_BACKWARD.message),
+    "modified by an inplace operation": (
+        STEP_BEFORE_BACKWARD.code,
+        "`optimizer.step()` ran before `backward()`: the step changed the weights in place "
+        "while the graph of the loss still needed their old values, so autograd refused to "
+        "compute the gradients. Compute the gradients first, then step."),
 }
 
 
@@ -116,29 +133,17 @@ def check_training(judge: Judge, recorder: Recorder, iterations: Sequence[Iterat
     """
     steps = [count(it.events, "step") for it in iterations]
     backwards = sum(count(it.events, "backward") for it in iterations)
-    stepped = judge.check("step_called", sum(steps) > 0, NO_STEP.code,
-                          f"{who} never called `optimizer.step()` (0 steps for "
-                          f"{_plural(len(iterations), unit)}), so the parameters did not change "
-                          "at all: `backward()` only computes gradients, the optimizer's "
-                          "`step()` is what applies them.")
-    backed = judge.check("backward_called", backwards > 0, NO_BACKWARD.code,
-                         f"{who} never called `backward()` (0 backward passes for "
-                         f"{_plural(len(iterations), unit)}), so `.grad` stayed empty and "
-                         "`optimizer.step()` had nothing to apply. Compute the gradients of the "
-                         "loss before stepping.")
     late = next((k for k, it in enumerate(iterations) if _step_before_backward(it.events)), None)
-    ordered = judge.check("step_after_backward", late is None, STEP_BEFORE_BACKWARD.code,
-                          f"{who} called `optimizer.step()` before `backward()` "
-                          f"(first in {unit} {(late or 0) + 1}): the step then applies whatever "
-                          "`.grad` held before (nothing at first, later the previous "
-                          f"{unit}'s gradient). Compute the gradients first, then step.")
     extra = next((s for s in steps if s > 1), None)
-    if extra_steps is not None:
-        judge.check("one_step", extra is None, extra_steps.code, extra_steps.say(steps=extra))
-    else:
-        judge.check("one_step", extra is None, "wrong_value",
-                    f"{who} called `optimizer.step()` {extra} times for one {unit}; each {unit} "
-                    "should give exactly one step.")
+    evidence = dict(who=who, unit=unit, iterations=_plural(len(iterations), unit),
+                    first=(late or 0) + 1, steps=extra)
+    stepped = judge.check("step_called", sum(steps) > 0, NO_STEP.code, NO_STEP.say(**evidence))
+    backed = judge.check("backward_called", backwards > 0, NO_BACKWARD.code,
+                         NO_BACKWARD.say(**evidence))
+    ordered = judge.check("step_after_backward", late is None, STEP_BEFORE_BACKWARD.code,
+                          STEP_BEFORE_BACKWARD.say(**evidence))
+    extra_steps = extra_steps or EXTRA_STEPS
+    judge.check("one_step", extra is None, extra_steps.code, extra_steps.say(**evidence))
     if stepped and backed and ordered:
         _check_gradients(judge, recorder, iterations, steps, loss_fn, who, unit, mistakes)
 

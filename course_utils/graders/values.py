@@ -1,5 +1,7 @@
-"""Judging the numbers a student's function returns: their type, and their value against the
-right one and the values known mistakes give."""
+"""Judging the numbers a student's function returns: their type and their value.
+
+A value is compared with the right one and with the values known mistakes give.
+"""
 
 from __future__ import annotations
 

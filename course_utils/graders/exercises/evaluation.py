@@ -45,7 +45,7 @@ FIT = Exercise(
      Check("history_shape", "keeps one value per epoch under each key"), *NUMBER_CHECKS,
      LOADER_CHECK, Check("epoch_order", "trains, then validates, once each per epoch",
                          lesson=True),
-     TRAIN_MODE_CHECK, *EVAL_CHECKS, *STEP_CHECKS,
+     TRAIN_MODE_CHECK, *EVAL_CHECKS, *lesson(STEP_CHECKS, "gradients"),
      Check("train_loss", "records each epoch's per-sample mean training loss", data="toy"),
      Check("val_loss", "records each epoch's per-sample mean validation loss"),
      Check("val_acc", "records each epoch's validation accuracy"),

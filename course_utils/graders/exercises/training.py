@@ -17,10 +17,10 @@ from course_utils.graders.modes import (IGNORES_LOADER, LOADER_CHECK, NO_TRAIN_M
 from course_utils.graders.recording import Iteration, Recorder, count
 from course_utils.graders.sandbox import steady_conditions
 from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
-                                        StepEvidence, check_training)
+                                        check_training)
 from course_utils.graders.toys import regression_loader, regression_net
-from course_utils.graders.values import LOSS_TENSOR, NUMBER_CHECKS, check_numbers, check_value
-from course_utils.graders.values import first_mismatch
+from course_utils.graders.values import (LOSS_TENSOR, NUMBER_CHECKS, check_numbers, check_value,
+                                         first_mismatch)
 
 LEARNING_RATE = 0.1
 PIECES, PIECE_SIZE = 3, 4  # micro-batches per accumulation_step call, samples in each
@@ -76,8 +76,8 @@ ACCUMULATION_STEP = Exercise(
 
 TRAIN_ONE_EPOCH = Exercise(
     "train_one_epoch",
-    [*lesson(NUMBER_CHECKS, "returns_float"), LOADER_CHECK, TRAIN_MODE_CHECK, *STEP_CHECKS,
-     *lesson(AVERAGE_CHECKS[:1], "mean_loss")],
+    [*lesson(NUMBER_CHECKS, "returns_float"), LOADER_CHECK, TRAIN_MODE_CHECK,
+     *lesson(STEP_CHECKS, "gradients"), *lesson(AVERAGE_CHECKS[:1], "mean_loss")],
     [LOSS_TENSOR, IGNORES_LOADER, NO_TRAIN_MODE, *STEP_MISTAKES, *LOSS_MISTAKES])
 
 
