@@ -302,6 +302,26 @@ def schedule_with_helper(model, loader, loss_fn, optimizer, scheduler, epochs):
     return history
 
 
+def schedule_closure(model, loader, loss_fn, optimizer, scheduler, epochs):
+    """`optimizer.step(closure)`, as LBFGS requires; returns a tuple."""
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        total, seen = 0.0, 0
+        for inputs, targets in loader:
+            def closure():
+                optimizer.zero_grad()
+                loss = loss_fn(model(inputs), targets)
+                loss.backward()
+                return loss
+            loss = optimizer.step(closure)
+            total += float(loss) * len(targets)
+            seen += len(targets)
+        scheduler.step()
+        losses.append(total / seen)
+    return tuple(losses)
+
+
 def schedule_stub(model, loader, loss_fn, optimizer, scheduler, epochs):
     # YOUR CODE HERE
     raise NotImplementedError()
@@ -459,6 +479,7 @@ SUBMISSIONS: list[Entry] = [
     correct(SCHEDULE, "end_of_epoch", schedule_end_of_epoch),
     correct(SCHEDULE, "zero_grad_after_step", schedule_zero_grad_after_step),
     correct(SCHEDULE, "epoch_helper", schedule_with_helper),
+    correct(SCHEDULE, "closure", schedule_closure),
     buggy(SCHEDULE, "stub", schedule_stub, {"not_implemented"}, ("returns_list", ALL),
           "not done yet"),
     buggy(SCHEDULE, "at_epoch_start", schedule_at_epoch_start, {"scheduler_before_optimizer"},
