@@ -15,6 +15,7 @@ LESSONS = [
     "07_validation",
     "08_mnist",
     "09_beyond",
+    "10_convolution",
 ]
 
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))

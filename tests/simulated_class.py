@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -23,11 +24,16 @@ from typing import Callable
 import nbformat
 from nbformat import NotebookNode
 from nbgrader.utils import is_solution
+from traitlets.config import Config
 
 from course_utils.mistakes import exercise_of, is_test_cell
 from course_utils.parallel_grade import nbgrader_environment
 
 ROOT = Path(__file__).resolve().parents[1]
+# The course's own nbgrader configuration: the lessons in order and the stub students get.
+NBGRADER_CONFIG = runpy.run_path(str(ROOT / "nbgrader_config.py"),
+                                 init_globals={"get_config": Config})
+LESSONS: list[str] = NBGRADER_CONFIG["LESSONS"]
 
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 
@@ -140,6 +146,45 @@ def load_checkpoint(path, model, optimizer):
     model.load_state_dict(state["model"])
     return state["epoch"] + 1
 '''),
+        Bug("train_with_schedule", "scheduler_before_optimizer", '''
+def train_with_schedule(model, loader, loss_fn, optimizer, scheduler, epochs):
+    model.train()
+    losses = []
+    for epoch in range(epochs):
+        scheduler.step()
+        total_loss, seen = 0.0, 0
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(inputs)
+            seen += len(inputs)
+        losses.append(total_loss / seen)
+    return losses
+'''),
+        Bug("conv2d", "kernel_flipped", '''
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    weight = weight.flip(-2, -1)
+    windows = F.unfold(x, weight.shape[2:], padding=padding, stride=stride)
+    out = weight.flatten(1) @ windows
+    if bias is not None:
+        out = out + bias[:, None]
+    height = (x.shape[2] + 2 * padding - weight.shape[2]) // stride + 1
+    return out.view(x.shape[0], weight.shape[0], height, -1)
+'''),
+        Bug("MNISTCNN", "wrong_output_shape", '''
+class MNISTCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Linear(32 * 7 * 7, 10)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1)).squeeze()
+'''),
     ]},
     "carl": {bug.exercise: bug for bug in [
         Bug("SimpleNN", "wrong_architecture", '''
@@ -217,6 +262,39 @@ def load_checkpoint(path, model, optimizer):
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"]
+'''),
+        Bug("train_with_schedule", "scheduler_per_batch", '''
+def train_with_schedule(model, loader, loss_fn, optimizer, scheduler, epochs):
+    model.train()
+    losses = []
+    for epoch in range(epochs):
+        total_loss, seen = 0.0, 0
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(inputs)
+            seen += len(inputs)
+        losses.append(total_loss / seen)
+    return losses
+'''),
+        Bug("conv2d", "library_conv_used", '''
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    return torch.nn.functional.conv2d(x, weight, bias, stride=stride, padding=padding)
+'''),
+        Bug("MNISTCNN", "wrong_architecture", '''
+class MNISTCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+
+    def forward(self, x):
+        return self.layers(x)
 '''),
     ]},
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import re
-import runpy
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -15,16 +14,12 @@ import pytest
 from nbclient import NotebookClient
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.utils import is_grade, is_locked, is_solution
-from simulated_class import run_nbgrader
-from traitlets.config import Config
+from simulated_class import LESSONS, NBGRADER_CONFIG, run_nbgrader
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 RELEASE = ROOT / "notebooks"
-# The course's own nbgrader configuration names the lessons and the stub students get.
-_NBGRADER = runpy.run_path(str(ROOT / "nbgrader_config.py"), init_globals={"get_config": Config})
-LESSONS: list[str] = _NBGRADER["LESSONS"]
-STUB: str = _NBGRADER["c"].ClearSolutions.code_stub["python"]
+STUB: str = NBGRADER_CONFIG["c"].ClearSolutions.code_stub["python"]
 
 # nbgrader hides what lies between these markers from students.
 HIDDEN_REGIONS = [("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")]
@@ -252,7 +247,8 @@ def test_untouched_release_fails_only_where_students_must_act(lesson, tmp_path):
     assert checks, f"notebooks/{lesson} has no check cells (grade_id starting with `check_`)"
     for index, cell in enumerate(nb.cells):
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
-        if errors and not (is_solution(cell) or is_check_cell(cell)):
+        # A test cell scoring 0 ends with an error naming the exercise (what Validate shows).
+        if errors and not (is_solution(cell) or is_check_cell(cell) or is_grade(cell)):
             pytest.fail(f"notebooks/{lesson}, cell {index} fails although students do not edit "
                         f"or check anything there: {errors[0].ename}: {errors[0].evalue}\n"
                         f"{cell.source}")
