@@ -54,7 +54,7 @@ c.Autograde.sanitize_preprocessors = [
 # you trust, grade unprotected with: c.Sandbox.enabled = False
 c.Autograde.pre_convert_hook = "course_utils.sandbox.require_sandbox"
 c.Autograde.autograde_preprocessors = [
-    "course_utils.sandbox.SandboxedExecute",
+    "course_utils.safe_execute.SafeExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",

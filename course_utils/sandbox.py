@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
-from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer
 from traitlets.config import Application, Configurable
 
@@ -49,6 +48,8 @@ PASSED_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "NBGRADER_EXECUT
                     "COURSE_DATA_DIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED", "MPLBACKEND")
 _MIB = 1 << 20
+# Started in place of ``ipykernel_launcher``: the kernel with its guard in place.
+GUARDED_KERNEL = "course_utils.kernel_guard"
 
 
 class Sandbox(Configurable):
@@ -254,6 +255,23 @@ def require_sandbox(**_hook_arguments: Any) -> None:
         raise SystemExit(unavailable_message(reason))
 
 
+def enabled_for(course: Path, nbgrader_args: list[str]) -> bool:
+    """Whether ``nbgrader autograde`` in ``course`` with ``nbgrader_args`` uses the sandbox.
+
+    Example:
+        >>> enabled_for(Path("."), ["--Sandbox.enabled=False"])
+        False
+    """
+    from traitlets.config.loader import KVArgParseConfigLoader, PyFileConfigLoader
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config() \
+        if (course / "nbgrader_config.py").exists() else None
+    settings = [arg for arg in nbgrader_args if arg.startswith("--Sandbox.")]
+    if settings:
+        overrides = KVArgParseConfigLoader(settings).load_config()
+        config = overrides if config is None else (config.merge(overrides) or config)
+    return Sandbox(config=config).enabled if config is not None else Sandbox().enabled
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager that starts the kernel in the sandbox and talks to it over IPC."""
 
@@ -271,6 +289,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         if self.kernel_spec is not None:
             self.kernel_spec.interrupt_mode = "message"
         kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
+        # The guard goes in before any of the notebook's code runs.
+        kernel_cmd = [GUARDED_KERNEL if arg == "ipykernel_launcher" else arg
+                      for arg in kernel_cmd]
         os.chmod(self.connection_file, 0o644)
         folder = os.path.abspath(kw.get("cwd") or os.getcwd())
         kw["cwd"] = folder
@@ -282,22 +303,3 @@ class SandboxedKernelManager(AsyncKernelManager):
         if self._private and not restart:
             shutil.rmtree(self._private, ignore_errors=True)
             self._private = None
-
-
-class SandboxedExecute(Execute):
-    """nbgrader's ``Execute`` with each kernel in the sandbox (unless ``Sandbox.enabled`` is
-    False) and without IPython's input history, where later cells could read the hidden tests
-    of earlier test cells."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if Sandbox(parent=self).enabled:
-            self.kernel_manager_class = SandboxedKernelManager
-        else:
-            self.log.warning("Grading WITHOUT the sandbox (%s): student code runs with your "
-                             "rights.", UNPROTECTED_SETTING)
-
-    async def async_execute_cell(self, cell: Any, cell_index: int, execution_count: Any = None,
-                                 store_history: bool = True) -> Any:
-        return await super().async_execute_cell(cell, cell_index, execution_count,
-                                                store_history=False)
