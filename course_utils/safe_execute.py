@@ -23,7 +23,7 @@ import time
 from queue import Empty
 from typing import Any
 
-from jupyter_core.utils import ensure_async
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader import utils
@@ -80,6 +80,9 @@ class SafeExecute(Execute):
             from course_utils.trusted_scores import judge_test_cell
             judge_test_cell(cell, _guard_answer(reply))
         return cell
+
+    # nbconvert calls the synchronous wrapper, which nbclient binds to its own coroutine.
+    execute_cell = run_sync(async_execute_cell)
 
     async def _async_handle_timeout(self, timeout: int,
                                     cell: NotebookNode | None = None) -> Any:
