@@ -1,8 +1,8 @@
 """The mistakes report: how many students made each misconception, per exercise, after autograding.
 
-Reads the reports the graders printed into the test cells of ``autograded/*/<lesson>/*.ipynb``,
-prints a table, and writes ``mistakes.csv``, ``not_graded.csv`` and a bar chart
-``mistakes.png``.
+Reads the reports the graders showed in the test cells of ``autograded/*/<lesson>/*.ipynb``
+(their data, under the MIME type ``application/vnd.course-report+json``), prints a table, and
+writes ``mistakes.csv``, ``not_graded.csv`` and a bar chart ``mistakes.png``.
 
 Example:
     $ course-mistakes --lesson 06_epoch_loss --out mistakes
@@ -19,59 +19,28 @@ from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
+from nbgrader.utils import is_grade, is_solution
 
-# The first lines of `Report.__str__` (course_utils.graders._core): a header, then one line
-# per diagnosis code, then the feedback sentences, each starting with "- ".
-_HEADER = re.compile(r"^(?P<exercise>\S+): (?:all \d+ checks passed\."
-                     r"|\d+ of \d+ checks passed \(score (?P<score>[\d.]+)\)\.)$")
-_CODE = re.compile(r"^  \[(?P<code>\w+)\] (?P<plain>.+)$")
+from course_utils.graders import REPORT_MIME, Report, plain_names
 
 
-@dataclass
-class PrintedReport:
-    """One grader report as a test cell printed it."""
-
-    exercise: str
-    score: float
-    codes: dict[str, str] = field(default_factory=dict)  # code -> plain name
-
-    @property
-    def passed(self) -> bool:
-        return not self.codes
-
-
-def parse_reports(text: str) -> list[PrintedReport]:
-    """Finds the grader reports in a cell's printed output.
+def reports_in(cell: NotebookNode) -> list[Report]:
+    """The grader reports a cell displayed, read from their data.
 
     Example:
-        >>> [r.codes for r in parse_reports(
-        ...     "mse_loss: 3 of 4 checks passed (score 0.75).\\n"
-        ...     "  [wrong_reduction] loss uses sum (or none) instead of the mean\\n"
-        ...     "- Your loss is 4 times too large.\\n")]
-        [{'wrong_reduction': 'loss uses sum (or none) instead of the mean'}]
+        >>> from nbformat.v4 import new_code_cell, new_output
+        >>> report = Report("mse_loss", codes={"wrong_reduction"}, feedback=["A sum."])
+        >>> shown = new_output("display_data", data=report._repr_mimebundle_())
+        >>> [r.codes for r in reports_in(new_code_cell(outputs=[shown]))]
+        [{'wrong_reduction'}]
     """
-    reports: list[PrintedReport] = []
-    in_codes = False
-    for line in text.splitlines():
-        header = _HEADER.match(line)
-        if header:
-            score = header.group("score")
-            reports.append(PrintedReport(header.group("exercise"),
-                                         float(score) if score else 1.0))
-            in_codes = True
-            continue
-        code = _CODE.match(line) if in_codes else None
-        if code:
-            reports[-1].codes[code.group("code")] = code.group("plain")
-        else:
-            in_codes = False  # feedback lines follow the codes; they may contain anything
-    return reports
+    return [Report.from_dict(output["data"][REPORT_MIME]) for output in cell.get("outputs", [])
+            if REPORT_MIME in output.get("data", {})]
 
 
 def is_test_cell(cell: NotebookNode) -> bool:
     """True for an autograder test cell: nbgrader scores it, students do not write in it."""
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
 
 
 def exercise_of(test_source: str) -> str | None:
@@ -83,12 +52,6 @@ def exercise_of(test_source: str) -> str | None:
     """
     found = re.search(r"""\bgrade\(\s*["']([^"']+)["']""", test_source)
     return found.group(1) if found else None
-
-
-def cell_text(cell: NotebookNode) -> str:
-    """Everything a code cell printed to stdout."""
-    return "".join(output.get("text", "") for output in cell.get("outputs", [])
-                   if output.output_type == "stream" and output.get("name") == "stdout")
 
 
 def cell_error(cell: NotebookNode) -> str | None:
@@ -106,12 +69,12 @@ class Outcome:
     student: str
     lesson: str
     exercise: str
-    reports: list[PrintedReport]
+    reports: list[Report]
     problem: str | None = None  # why there is no report
 
     @property
-    def codes(self) -> dict[str, str]:
-        return {code: plain for report in self.reports for code, plain in report.codes.items()}
+    def codes(self) -> set[str]:
+        return {code for report in self.reports for code in report.codes}
 
 
 def notebook_outcomes(notebook: NotebookNode, student: str, lesson: str) -> list[Outcome]:
@@ -126,10 +89,10 @@ def notebook_outcomes(notebook: NotebookNode, student: str, lesson: str) -> list
             continue
         grade_id = cell.metadata["nbgrader"].get("grade_id", "?")
         exercise = exercise_of(cell.source) or grade_id
-        reports = [r for r in parse_reports(cell_text(cell)) if r.exercise == exercise]
+        reports = [r for r in reports_in(cell) if r.exercise == exercise]
         problem = None
         if not reports:
-            problem = f"the test cell printed no report ({cell_error(cell) or 'no error shown'})"
+            problem = f"the test cell showed no report ({cell_error(cell) or 'no error shown'})"
             if earlier_error:
                 problem += f" after an earlier cell raised {earlier_error}"
         outcomes.append(Outcome(student, lesson, exercise, reports, problem))
@@ -164,8 +127,9 @@ class ClassResults:
         return len(graded), passed, ranked
 
     def plain_names(self) -> dict[str, str]:
-        """The plain name the reports gave each code."""
-        return {code: plain for o in self.outcomes for code, plain in o.codes.items()}
+        """The plain name of each code the reports carry."""
+        known = plain_names()
+        return {code: known.get(code, code) for o in self.outcomes for code in o.codes}
 
 
 def lessons_in(course: Path) -> list[str]:

@@ -8,6 +8,8 @@ from typing import Mapping, Sequence, TextIO
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from course_utils.jupyter import in_jupyter
+
 History = Mapping[str, Sequence[float]]
 
 
@@ -65,15 +67,6 @@ def format_epoch(history: History, total_epochs: int | None = None) -> str:
     return f"epoch {counter}  {values}"
 
 
-def _in_jupyter() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
 class LivePlot:
     """Redraws the curves after every epoch: in place in Jupyter, one printed line elsewhere.
 
@@ -94,7 +87,7 @@ class LivePlot:
     def __init__(self, total_epochs: int | None = None, jupyter: bool | None = None,
                  stream: TextIO | None = None):
         self.total_epochs = total_epochs
-        self.jupyter = _in_jupyter() if jupyter is None else jupyter
+        self.jupyter = in_jupyter() if jupyter is None else jupyter
         self.stream = stream
         self.figure: Figure | None = None
         self._handle = None

@@ -1,21 +1,88 @@
-"""Every submission catalogue in tests/ (modules named ``submissions_*.py``), looked up together.
+"""The submission catalogues' one format, and every catalogue in tests/ looked up together.
 
-A catalogue module holds a list ``SUBMISSIONS`` whose entries have ``exercise``, ``student``
-and ``codes`` (empty for a correct submission), like ``submissions_basic.Submission``.
+A catalogue module (``submissions_*.py``) holds a list ``SUBMISSIONS`` of ``Entry``: a real
+submission, correct or buggy, with the diagnosis codes grading must report and the declared
+checks that must fail. The expected score is derived from the exercise's declaration and the
+scoring policy, never written down as a number.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from course_utils.graders import load_exercises
+from course_utils.graders.report import CheckResult
+from course_utils.graders.scoring import score
+
 CATALOGUE_DIR = Path(__file__).resolve().parent
+# Ends ``fails``: the check before it and every declared check after it (grading stopped there).
+AND_THE_REST = ...
 
 
-def all_submissions() -> list[Any]:
+@dataclass(frozen=True)
+class Entry:
+    """A submission and what grading it must give: no codes means it is correct.
+
+    Args:
+        fails: the declared checks that fail, in declaration order; ending in ``...`` means
+            "and all checks after the last one named" (they could not run).
+        evidence: phrases the feedback must contain.
+    """
+
+    exercise: str
+    name: str
+    student: Any
+    codes: frozenset[str] = frozenset()
+    fails: tuple[Any, ...] = ()
+    evidence: tuple[str, ...] = ()
+    data: str = "toy"
+    timeout: float | None = None
+
+    @property
+    def correct(self) -> bool:
+        return not self.codes
+
+    def __str__(self) -> str:
+        return f"{self.exercise}-{self.name}"
+
+    def failed_checks(self) -> list[str]:
+        """The names of the declared checks this submission fails (or never gets to)."""
+        declared = [c.name for c in load_exercises()[self.exercise].checks_for(self.data)]
+        named = [name for name in self.fails if name is not AND_THE_REST]
+        unknown = set(named) - set(declared)
+        if unknown:
+            raise KeyError(f"{self}: {self.exercise} declares no check {sorted(unknown)}")
+        if self.fails and self.fails[-1] is AND_THE_REST:
+            named += declared[declared.index(named[-1]) + 1:]
+        return [name for name in declared if name in named]
+
+    def expected_score(self) -> float:
+        """The score the declarations give when exactly ``failed_checks()`` fail."""
+        if self.correct:
+            return 1.0
+        failed = set(self.failed_checks())
+        return score(CheckResult(c.name, c.says, c.weight, c.lesson,
+                                 "failed" if c.name in failed else "passed")
+                     for c in load_exercises()[self.exercise].checks_for(self.data))
+
+
+def correct(exercise: str, name: str, student: Any, **options: Any) -> Entry:
+    """A correct submission: no codes, every check passes."""
+    return Entry(exercise, name, student, **options)
+
+
+def buggy(exercise: str, name: str, student: Any, codes: set[str], fails: tuple[Any, ...],
+          *evidence: str, **options: Any) -> Entry:
+    """A buggy submission, the codes it must get, the checks it fails, and phrases of evidence."""
+    return Entry(exercise, name, student, frozenset(codes), tuple(fails), evidence, **options)
+
+
+def all_submissions() -> list[Entry]:
     """Every entry of every catalogue, in file order."""
-    entries: list[Any] = []
+    entries: list[Entry] = []
     for path in sorted(CATALOGUE_DIR.glob("submissions_*.py")):
         entries += getattr(importlib.import_module(path.stem), "SUBMISSIONS", [])
     return entries
@@ -31,4 +98,4 @@ def failing(exercise: str) -> Any | None:
     """The first buggy submission for ``exercise`` that fails quickly (toy data, no timeout)."""
     return next((s.student for s in all_submissions()
                  if s.exercise == exercise and s.codes and "timeout" not in s.codes
-                 and getattr(s, "data", "toy") == "toy"), None)
+                 and s.data == "toy"), None)

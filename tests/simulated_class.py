@@ -22,6 +22,7 @@ from typing import Callable
 
 import nbformat
 from nbformat import NotebookNode
+from nbgrader.utils import is_solution
 
 from course_utils.mistakes import exercise_of, is_test_cell
 from course_utils.parallel_grade import nbgrader_environment
@@ -258,7 +259,7 @@ def nbgrader_meta(cell: NotebookNode) -> dict:
 
 def is_answer(cell: NotebookNode) -> bool:
     """True for a cell students write their code in."""
-    return cell.cell_type == "code" and bool(nbgrader_meta(cell).get("solution"))
+    return cell.cell_type == "code" and is_solution(cell)
 
 
 def solution_answers(course: Path, lesson: str) -> dict[str, str]:

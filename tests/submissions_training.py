@@ -1,6 +1,7 @@
 """Real submissions for lessons 05-09, correct ones and one or more for each known mistake.
 
-Each is registered with the diagnosis codes its grading must report (none for a correct one).
+Each is catalogued with the diagnosis codes its grading must report (none for a correct one)
+and the declared checks it fails.
 The ``fit`` submissions call the ``train_one_epoch`` and ``evaluate`` submissions above them,
 as a notebook's ``fit`` calls the functions defined in earlier cells.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -17,44 +17,28 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from catalogues import Entry
 from course_utils.data import TensorLoader, toy_classification, toy_regression
 
 
-@dataclass(frozen=True)
-class Submission:
-    """A student's answer to one exercise and what grading it must report."""
-
-    exercise: str
-    name: str
-    student: Any
-    codes: frozenset[str]
-    partial: bool  # some checks still pass (0 < score < 1), for a wrong submission
-    data: str = "toy"
-    timeout: float | None = None
-
-    def __str__(self) -> str:
-        return f"{self.exercise}-{self.name}"
+SUBMISSIONS: list[Entry] = []
 
 
-SUBMISSIONS: list[Submission] = []
-
-
-def submission(exercise: str, *codes: str, partial: bool = True, data: str = "toy",
-               timeout: float | None = None) -> Callable[[Any], Any]:
-    """Registers the decorated function as a submission for ``exercise`` with these codes."""
+def submission(exercise: str, *codes: str, fails: tuple[Any, ...] = (), **options: Any,
+               ) -> Callable[[Any], Any]:
+    """Catalogues the decorated function for ``exercise``: its codes and the checks it fails."""
 
     def register(fn: Any) -> Any:
-        SUBMISSIONS.append(Submission(exercise, fn.__name__, fn, frozenset(codes),
-                                      partial, data, timeout))
+        SUBMISSIONS.append(Entry(exercise, fn.__name__, fn, frozenset(codes), fails, **options))
         return fn
 
     return register
 
 
 def register_pair(name: str, save: Callable[..., Any], load: Callable[..., Any], *codes: str,
-                  partial: bool = True) -> None:
-    """Registers ``(save_checkpoint, load_checkpoint)`` as a checkpoint submission."""
-    SUBMISSIONS.append(Submission("checkpoint", name, (save, load), frozenset(codes), partial))
+                  fails: tuple[Any, ...] = ()) -> None:
+    """Catalogues ``(save_checkpoint, load_checkpoint)`` as a checkpoint submission."""
+    SUBMISSIONS.append(Entry("checkpoint", name, (save, load), frozenset(codes), fails))
 
 
 # Globals of the kind a notebook has, which a submission may use by mistake instead of its
@@ -118,7 +102,29 @@ def train_step_with_helper(model, inputs, targets, loss_fn, optimizer):
     return value
 
 
-@submission("train_step", "no_zero_grad")
+@submission("train_step")
+def train_step_with_closure(model, inputs, targets, loss_fn, optimizer):
+    # The form LBFGS requires: step() calls the closure to compute the loss and gradients.
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        return loss
+
+    return optimizer.step(closure).item()
+
+
+@submission("train_step", "no_zero_grad", fails=("gradients",))
+def train_step_closure_without_zero_grad(model, inputs, targets, loss_fn, optimizer):
+    def closure():
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        return loss
+
+    return optimizer.step(closure=closure).item()
+
+
+@submission("train_step", "no_zero_grad", fails=("gradients",))
 def train_step_no_zero_grad(model, inputs, targets, loss_fn, optimizer):
     loss = loss_fn(model(inputs), targets)
     loss.backward()
@@ -126,7 +132,7 @@ def train_step_no_zero_grad(model, inputs, targets, loss_fn, optimizer):
     return loss.item()
 
 
-@submission("train_step", "zero_grad_after_backward")
+@submission("train_step", "zero_grad_after_backward", fails=("gradients",))
 def train_step_zero_grad_after_backward(model, inputs, targets, loss_fn, optimizer):
     loss = loss_fn(model(inputs), targets)
     loss.backward()
@@ -135,7 +141,7 @@ def train_step_zero_grad_after_backward(model, inputs, targets, loss_fn, optimiz
     return loss.item()
 
 
-@submission("train_step", "no_backward")
+@submission("train_step", "no_backward", fails=("backward_called", "gradients"))
 def train_step_no_backward(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
@@ -143,7 +149,7 @@ def train_step_no_backward(model, inputs, targets, loss_fn, optimizer):
     return loss.item()
 
 
-@submission("train_step", "no_step")
+@submission("train_step", "no_step", fails=("step_called", "gradients"))
 def train_step_no_step(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
@@ -151,7 +157,7 @@ def train_step_no_step(model, inputs, targets, loss_fn, optimizer):
     return loss.item()
 
 
-@submission("train_step", "step_before_backward")
+@submission("train_step", "step_before_backward", fails=("step_after_backward", "gradients"))
 def train_step_step_before_backward(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
@@ -160,7 +166,7 @@ def train_step_step_before_backward(model, inputs, targets, loss_fn, optimizer):
     return loss.item()
 
 
-@submission("train_step", "step_before_backward", partial=False)  # autograd raises
+@submission("train_step", "step_before_backward", fails=("returns_float", ...))  # autograd raises
 def train_step_steps_on_previous_gradient(model, inputs, targets, loss_fn, optimizer):
     loss = loss_fn(model(inputs), targets)
     optimizer.step()
@@ -169,7 +175,7 @@ def train_step_steps_on_previous_gradient(model, inputs, targets, loss_fn, optim
     return loss.item()
 
 
-@submission("train_step", "wrong_value")
+@submission("train_step", "wrong_value", fails=("one_step",))
 def train_step_two_steps(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
@@ -179,7 +185,7 @@ def train_step_two_steps(model, inputs, targets, loss_fn, optimizer):
     return loss.item()
 
 
-@submission("train_step", "wrong_value")
+@submission("train_step", "wrong_value", fails=("returned_loss",))
 def train_step_recomputes_loss(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss_fn(model(inputs), targets).backward()
@@ -187,7 +193,7 @@ def train_step_recomputes_loss(model, inputs, targets, loss_fn, optimizer):
     return loss_fn(model(inputs), targets).item()
 
 
-@submission("train_step", "loss_tensor_accumulated")
+@submission("train_step", "loss_tensor_accumulated", fails=("returns_float",))
 def train_step_returns_loss_tensor(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
@@ -196,7 +202,7 @@ def train_step_returns_loss_tensor(model, inputs, targets, loss_fn, optimizer):
     return loss
 
 
-@submission("train_step", "wrong_return_type")
+@submission("train_step", "wrong_return_type", fails=("returns_float",))
 def train_step_returns_detached_tensor(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
@@ -205,7 +211,7 @@ def train_step_returns_detached_tensor(model, inputs, targets, loss_fn, optimize
     return loss.detach()
 
 
-@submission("train_step", "wrong_return_type")
+@submission("train_step", "wrong_return_type", fails=("returns_float", "returned_loss"))
 def train_step_forgets_return(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
@@ -213,7 +219,7 @@ def train_step_forgets_return(model, inputs, targets, loss_fn, optimizer):
     optimizer.step()
 
 
-@submission("train_step", "wrong_value")
+@submission("train_step", "wrong_value", fails=("finite", "returned_loss"))
 def train_step_returns_nan(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(inputs), targets)
@@ -222,12 +228,12 @@ def train_step_returns_nan(model, inputs, targets, loss_fn, optimizer):
     return math.nan  # the placeholder was never replaced
 
 
-@submission("train_step", "not_implemented", partial=False)
+@submission("train_step", "not_implemented", fails=("returns_float", ...))
 def train_step_stub(model, inputs, targets, loss_fn, optimizer):
     raise NotImplementedError()
 
 
-@submission("train_step", "raised_exception", partial=False)
+@submission("train_step", "raised_exception", fails=("returns_float", ...))
 def train_step_swaps_arguments(model, inputs, targets, loss_fn, optimizer):
     optimizer.zero_grad()
     loss = loss_fn(model(targets), inputs)  # the model gets (N, 1) targets: a shape error
@@ -236,7 +242,7 @@ def train_step_swaps_arguments(model, inputs, targets, loss_fn, optimizer):
     return loss.item()
 
 
-@submission("train_step", "timeout", partial=False, timeout=0.5)
+@submission("train_step", "timeout", fails=("returns_float", ...), timeout=0.5)
 def train_step_until_converged(model, inputs, targets, loss_fn, optimizer):
     loss = loss_fn(model(inputs), targets)
     while loss.item() > 0:  # a mean squared error is never exactly 0 here
@@ -294,7 +300,7 @@ def accumulation_step_concatenated(model, micro_batches, loss_fn, optimizer):
     return loss.item()
 
 
-@submission("accumulation_step", "no_zero_grad")
+@submission("accumulation_step", "no_zero_grad", fails=("gradients",))
 def accumulation_step_no_zero_grad(model, micro_batches, loss_fn, optimizer):
     mean_loss = 0.0
     for inputs, targets in micro_batches:
@@ -305,7 +311,7 @@ def accumulation_step_no_zero_grad(model, micro_batches, loss_fn, optimizer):
     return mean_loss
 
 
-@submission("accumulation_step", "no_loss_scaling")
+@submission("accumulation_step", "no_loss_scaling", fails=("gradients",))
 def accumulation_step_no_loss_scaling(model, micro_batches, loss_fn, optimizer):
     optimizer.zero_grad()
     losses = []
@@ -317,7 +323,7 @@ def accumulation_step_no_loss_scaling(model, micro_batches, loss_fn, optimizer):
     return sum(losses) / len(losses)
 
 
-@submission("accumulation_step", "zero_grad_each_micro_batch")
+@submission("accumulation_step", "zero_grad_each_micro_batch", fails=("gradients",))
 def accumulation_step_zero_grad_in_loop(model, micro_batches, loss_fn, optimizer):
     mean_loss = 0.0
     for inputs, targets in micro_batches:
@@ -329,7 +335,7 @@ def accumulation_step_zero_grad_in_loop(model, micro_batches, loss_fn, optimizer
     return mean_loss
 
 
-@submission("accumulation_step", "zero_grad_each_micro_batch")
+@submission("accumulation_step", "zero_grad_each_micro_batch", fails=("gradients",))
 def accumulation_step_zero_grad_in_loop_unscaled(model, micro_batches, loss_fn, optimizer):
     losses = []
     for inputs, targets in micro_batches:
@@ -341,7 +347,7 @@ def accumulation_step_zero_grad_in_loop_unscaled(model, micro_batches, loss_fn, 
     return float(np.mean(losses))
 
 
-@submission("accumulation_step", "step_each_micro_batch")
+@submission("accumulation_step", "step_each_micro_batch", fails=("one_step", "returned_loss"))
 def accumulation_step_step_in_loop(model, micro_batches, loss_fn, optimizer):
     optimizer.zero_grad()
     mean_loss = 0.0
@@ -353,7 +359,7 @@ def accumulation_step_step_in_loop(model, micro_batches, loss_fn, optimizer):
     return mean_loss
 
 
-@submission("accumulation_step", "wrong_value")
+@submission("accumulation_step", "wrong_value", fails=("returned_loss",))
 def accumulation_step_returns_sum(model, micro_batches, loss_fn, optimizer):
     optimizer.zero_grad()
     total = 0.0
@@ -365,7 +371,7 @@ def accumulation_step_returns_sum(model, micro_batches, loss_fn, optimizer):
     return total
 
 
-@submission("accumulation_step", "loss_tensor_accumulated")
+@submission("accumulation_step", "loss_tensor_accumulated", fails=("returns_float",))
 def accumulation_step_sums_loss_tensors(model, micro_batches, loss_fn, optimizer):
     optimizer.zero_grad()
     mean_loss = 0
@@ -377,7 +383,7 @@ def accumulation_step_sums_loss_tensors(model, micro_batches, loss_fn, optimizer
     return mean_loss
 
 
-@submission("accumulation_step", "no_step")
+@submission("accumulation_step", "no_step", fails=("step_called", "gradients"))
 def accumulation_step_no_step(model, micro_batches, loss_fn, optimizer):
     optimizer.zero_grad()
     mean_loss = 0.0
@@ -388,12 +394,12 @@ def accumulation_step_no_step(model, micro_batches, loss_fn, optimizer):
     return mean_loss
 
 
-@submission("accumulation_step", "not_implemented", partial=False)
+@submission("accumulation_step", "not_implemented", fails=("returns_float", ...))
 def accumulation_step_stub(model, micro_batches, loss_fn, optimizer):
     raise NotImplementedError()
 
 
-@submission("accumulation_step", "raised_exception", partial=False)
+@submission("accumulation_step", "raised_exception", fails=("returns_float", ...))
 def accumulation_step_unpacks_wrongly(model, micro_batches, loss_fn, optimizer):
     inputs, targets = micro_batches  # a list of 3 pairs, not one pair
     optimizer.zero_grad()
@@ -470,7 +476,24 @@ def train_one_epoch_with_train_step(model, loader, loss_fn, optimizer, device="c
     return float(np.average(losses, weights=sizes))
 
 
-@submission("train_one_epoch", "no_zero_grad")
+@submission("train_one_epoch")
+def train_one_epoch_with_closure(model, loader, loss_fn, optimizer, device="cpu"):
+    model.train()
+    total, count = 0.0, 0
+    for inputs, targets in loader:
+        def closure():
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure=closure)
+        total += loss.item() * len(inputs)
+        count += len(inputs)
+    return total / count
+
+
+@submission("train_one_epoch", "no_zero_grad", fails=("gradients",))
 def train_one_epoch_no_zero_grad(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -482,7 +505,7 @@ def train_one_epoch_no_zero_grad(model, loader, loss_fn, optimizer, device="cpu"
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "zero_grad_after_backward")
+@submission("train_one_epoch", "zero_grad_after_backward", fails=("gradients",))
 def train_one_epoch_zero_grad_after_backward(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -495,7 +518,7 @@ def train_one_epoch_zero_grad_after_backward(model, loader, loss_fn, optimizer, 
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "no_backward")
+@submission("train_one_epoch", "no_backward", fails=("backward_called", "gradients"))
 def train_one_epoch_no_backward(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -507,7 +530,7 @@ def train_one_epoch_no_backward(model, loader, loss_fn, optimizer, device="cpu")
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "no_step")
+@submission("train_one_epoch", "no_step", fails=("step_called", "gradients"))
 def train_one_epoch_no_step(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -519,7 +542,7 @@ def train_one_epoch_no_step(model, loader, loss_fn, optimizer, device="cpu"):
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "step_before_backward")
+@submission("train_one_epoch", "step_before_backward", fails=("step_after_backward", "gradients"))
 def train_one_epoch_step_before_backward(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -532,7 +555,8 @@ def train_one_epoch_step_before_backward(model, loader, loss_fn, optimizer, devi
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "step_before_backward", partial=False)  # autograd raises
+@submission("train_one_epoch", "step_before_backward",
+            fails=("returns_float", ...))  # autograd raises
 def train_one_epoch_steps_on_previous_gradient(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -545,7 +569,7 @@ def train_one_epoch_steps_on_previous_gradient(model, loader, loss_fn, optimizer
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "unweighted_batch_average")
+@submission("train_one_epoch", "unweighted_batch_average", fails=("mean_loss",))
 def train_one_epoch_mean_of_batch_means(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -558,7 +582,7 @@ def train_one_epoch_mean_of_batch_means(model, loader, loss_fn, optimizer, devic
     return total / len(loader)
 
 
-@submission("train_one_epoch", "returns_last_batch_loss")
+@submission("train_one_epoch", "returns_last_batch_loss", fails=("mean_loss",))
 def train_one_epoch_returns_last_loss(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     for inputs, targets in loader:
@@ -569,7 +593,7 @@ def train_one_epoch_returns_last_loss(model, loader, loss_fn, optimizer, device=
     return loss.item()
 
 
-@submission("train_one_epoch", "loss_tensor_accumulated")
+@submission("train_one_epoch", "loss_tensor_accumulated", fails=("returns_float",))
 def train_one_epoch_sums_loss_tensors(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -582,7 +606,7 @@ def train_one_epoch_sums_loss_tensors(model, loader, loss_fn, optimizer, device=
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "wrong_return_type")
+@submission("train_one_epoch", "wrong_return_type", fails=("returns_float",))
 def train_one_epoch_returns_tensor(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -595,7 +619,7 @@ def train_one_epoch_returns_tensor(model, loader, loss_fn, optimizer, device="cp
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "wrong_return_type")
+@submission("train_one_epoch", "wrong_return_type", fails=("returns_float", "mean_loss"))
 def train_one_epoch_returns_batch_losses(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     losses = []
@@ -608,7 +632,7 @@ def train_one_epoch_returns_batch_losses(model, loader, loss_fn, optimizer, devi
     return losses
 
 
-@submission("train_one_epoch", "no_train_mode")
+@submission("train_one_epoch", "no_train_mode", fails=("train_mode",))
 def train_one_epoch_no_train_mode(model, loader, loss_fn, optimizer, device="cpu"):
     total = 0.0
     for inputs, targets in loader:
@@ -620,7 +644,7 @@ def train_one_epoch_no_train_mode(model, loader, loss_fn, optimizer, device="cpu
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "ignores_loader")
+@submission("train_one_epoch", "ignores_loader", fails=("loader", ...))
 def train_one_epoch_global_loader(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -633,7 +657,7 @@ def train_one_epoch_global_loader(model, loader, loss_fn, optimizer, device="cpu
     return total / len(train_loader.dataset)
 
 
-@submission("train_one_epoch", "ignores_loader")
+@submission("train_one_epoch", "ignores_loader", fails=("loader", ...))
 def train_one_epoch_first_batch_only(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     inputs, targets = next(iter(loader))
@@ -644,7 +668,7 @@ def train_one_epoch_first_batch_only(model, loader, loss_fn, optimizer, device="
     return loss.item()
 
 
-@submission("train_one_epoch", "wrong_value")
+@submission("train_one_epoch", "wrong_value", fails=("finite", "mean_loss"))
 def train_one_epoch_nan_start(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = math.nan  # meant to be 0.0
@@ -657,7 +681,7 @@ def train_one_epoch_nan_start(model, loader, loss_fn, optimizer, device="cpu"):
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "wrong_return_type")
+@submission("train_one_epoch", "wrong_return_type", fails=("returns_float", "mean_loss"))
 def train_one_epoch_forgets_return(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     for inputs, targets in loader:
@@ -666,12 +690,12 @@ def train_one_epoch_forgets_return(model, loader, loss_fn, optimizer, device="cp
         optimizer.step()
 
 
-@submission("train_one_epoch", "not_implemented", partial=False)
+@submission("train_one_epoch", "not_implemented", fails=("returns_float", ...))
 def train_one_epoch_stub(model, loader, loss_fn, optimizer, device="cpu"):
     raise NotImplementedError()
 
 
-@submission("train_one_epoch", "raised_exception", partial=False)
+@submission("train_one_epoch", "raised_exception", fails=("returns_float", ...))
 def train_one_epoch_indexes_loader(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     total = 0.0
@@ -685,7 +709,7 @@ def train_one_epoch_indexes_loader(model, loader, loss_fn, optimizer, device="cp
     return total / len(loader.dataset)
 
 
-@submission("train_one_epoch", "timeout", partial=False, timeout=0.5)
+@submission("train_one_epoch", "timeout", fails=("returns_float", ...), timeout=0.5)
 def train_one_epoch_endless(model, loader, loss_fn, optimizer, device="cpu"):
     model.train()
     batches = iter(loader)
@@ -757,7 +781,7 @@ def evaluate_decorated(model, loader, loss_fn, device="cpu"):
     return sum(losses) / n, correct / n
 
 
-@submission("evaluate", "no_eval_mode")
+@submission("evaluate", "no_eval_mode", fails=("eval_mode",))
 def evaluate_no_eval_mode(model, loader, loss_fn, device="cpu"):
     total_loss, correct = 0.0, 0
     with torch.no_grad():
@@ -768,7 +792,7 @@ def evaluate_no_eval_mode(model, loader, loss_fn, device="cpu"):
     return total_loss / len(loader.dataset), correct / len(loader.dataset)
 
 
-@submission("evaluate", "grad_enabled_in_eval")
+@submission("evaluate", "grad_enabled_in_eval", fails=("no_graph",))
 def evaluate_with_graph(model, loader, loss_fn, device="cpu"):
     model.eval()
     total_loss, correct = 0.0, 0
@@ -779,7 +803,8 @@ def evaluate_with_graph(model, loader, loss_fn, device="cpu"):
     return total_loss / len(loader.dataset), correct / len(loader.dataset)
 
 
-@submission("evaluate", "updates_parameters", "grad_enabled_in_eval")
+@submission("evaluate", "updates_parameters", "grad_enabled_in_eval",
+            fails=("no_graph", "unchanged"))
 def evaluate_trains_on_validation(model, loader, loss_fn, device="cpu"):
     model.eval()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -795,13 +820,13 @@ def evaluate_trains_on_validation(model, loader, loss_fn, device="cpu"):
     return total_loss / len(loader.dataset), correct / len(loader.dataset)
 
 
-@submission("evaluate", "accuracy_percent")
+@submission("evaluate", "accuracy_percent", fails=("accuracy",))
 def evaluate_percent(model, loader, loss_fn, device="cpu"):
     loss, accuracy = evaluate_no_grad(model, loader, loss_fn, device)
     return loss, 100 * accuracy
 
 
-@submission("evaluate", "wrong_accuracy")
+@submission("evaluate", "wrong_accuracy", fails=("accuracy",))
 def evaluate_divides_by_batches(model, loader, loss_fn, device="cpu"):
     model.eval()
     total_loss, correct = 0.0, 0
@@ -813,7 +838,7 @@ def evaluate_divides_by_batches(model, loader, loss_fn, device="cpu"):
     return total_loss / len(loader.dataset), correct / len(loader)
 
 
-@submission("evaluate", "wrong_accuracy")
+@submission("evaluate", "wrong_accuracy", fails=("accuracy",))
 def evaluate_compares_max_values(model, loader, loss_fn, device="cpu"):
     model.eval()
     total_loss, correct = 0.0, 0
@@ -825,7 +850,7 @@ def evaluate_compares_max_values(model, loader, loss_fn, device="cpu"):
     return total_loss / len(loader.dataset), correct / len(loader.dataset)
 
 
-@submission("evaluate", "unweighted_batch_average")
+@submission("evaluate", "unweighted_batch_average", fails=("mean_loss",))
 def evaluate_mean_of_batch_means(model, loader, loss_fn, device="cpu"):
     model.eval()
     losses, correct = [], 0
@@ -837,7 +862,7 @@ def evaluate_mean_of_batch_means(model, loader, loss_fn, device="cpu"):
     return sum(losses) / len(losses), correct / len(loader.dataset)
 
 
-@submission("evaluate", "unweighted_batch_average")
+@submission("evaluate", "unweighted_batch_average", fails=("accuracy",))
 def evaluate_mean_of_batch_accuracies(model, loader, loss_fn, device="cpu"):
     model.eval()
     total_loss, accuracies = 0.0, []
@@ -849,7 +874,7 @@ def evaluate_mean_of_batch_accuracies(model, loader, loss_fn, device="cpu"):
     return total_loss / len(loader.dataset), float(np.mean(accuracies))
 
 
-@submission("evaluate", "returns_last_batch_loss")
+@submission("evaluate", "returns_last_batch_loss", fails=("mean_loss",))
 def evaluate_last_batch_loss(model, loader, loss_fn, device="cpu"):
     model.eval()
     correct = 0
@@ -861,7 +886,8 @@ def evaluate_last_batch_loss(model, loader, loss_fn, device="cpu"):
     return loss.item(), correct / len(loader.dataset)
 
 
-@submission("evaluate", "loss_tensor_accumulated", "grad_enabled_in_eval")
+@submission("evaluate", "loss_tensor_accumulated", "grad_enabled_in_eval",
+            fails=("no_graph", "returns_float"))
 def evaluate_sums_loss_tensors(model, loader, loss_fn, device="cpu"):
     model.eval()
     total_loss, correct = 0.0, 0
@@ -872,7 +898,7 @@ def evaluate_sums_loss_tensors(model, loader, loss_fn, device="cpu"):
     return total_loss / len(loader.dataset), correct / len(loader.dataset)
 
 
-@submission("evaluate", "wrong_return_type")
+@submission("evaluate", "wrong_return_type", fails=("returns_float",))
 def evaluate_tensor_accuracy(model, loader, loss_fn, device="cpu"):
     model.eval()
     total_loss, correct = 0.0, 0
@@ -884,23 +910,23 @@ def evaluate_tensor_accuracy(model, loader, loss_fn, device="cpu"):
     return total_loss / len(loader.dataset), correct / len(loader.dataset)
 
 
-@submission("evaluate", "wrong_return_type")
+@submission("evaluate", "wrong_return_type", fails=("returns_pair", ...))
 def evaluate_returns_dict(model, loader, loss_fn, device="cpu"):
     loss, accuracy = evaluate_no_grad(model, loader, loss_fn, device)
     return {"loss": loss, "accuracy": accuracy}
 
 
-@submission("evaluate", "ignores_loader")
+@submission("evaluate", "ignores_loader", fails=("loader", ...))
 def evaluate_global_loader(model, loader, loss_fn, device="cpu"):
     return evaluate_no_grad(model, val_loader, loss_fn, device)
 
 
-@submission("evaluate", "not_implemented", partial=False)
+@submission("evaluate", "not_implemented", fails=("eval_mode", ...))
 def evaluate_stub(model, loader, loss_fn, device="cpu"):
     raise NotImplementedError()
 
 
-@submission("evaluate", "raised_exception", partial=False)
+@submission("evaluate", "raised_exception", fails=("eval_mode", ...))
 def evaluate_accuracy_of_floats(model, loader, loss_fn, device="cpu"):
     model.eval()
     correct = 0
@@ -911,7 +937,7 @@ def evaluate_accuracy_of_floats(model, loader, loss_fn, device="cpu"):
     return loss.item(), correct / len(loader.dataset)  # noqa: F821 (`loss` never defined)
 
 
-@submission("evaluate", "timeout", partial=False, timeout=0.5)
+@submission("evaluate", "timeout", fails=("eval_mode", ...), timeout=0.5)
 def evaluate_waits_for_more(model, loader, loss_fn, device="cpu"):
     model.eval()
     seen = 0
@@ -984,7 +1010,7 @@ def fit_inline(model, train_loader, val_loader, loss_fn, optimizer, epochs, devi
     return _history(done)
 
 
-@submission("fit", "wrong_value")
+@submission("fit", "wrong_value", fails=("epoch_order",))
 def fit_validates_first(model, train_loader, val_loader, loss_fn, optimizer, epochs, device="cpu"):
     done = []
     for epoch in range(epochs):
@@ -994,7 +1020,8 @@ def fit_validates_first(model, train_loader, val_loader, loss_fn, optimizer, epo
     return _history(done)
 
 
-@submission("fit", "history_wrong_shape", "wrong_value")
+@submission("fit", "history_wrong_shape", "wrong_value",
+            fails=("history_shape", "epoch_order", "train_loss", "val_loss", "val_acc"))
 def fit_one_epoch_short(model, train_loader, val_loader, loss_fn, optimizer, epochs, device="cpu"):
     done = []
     for epoch in range(1, epochs):
@@ -1003,7 +1030,8 @@ def fit_one_epoch_short(model, train_loader, val_loader, loss_fn, optimizer, epo
     return _history(done)
 
 
-@submission("fit", "history_wrong_shape")
+@submission("fit", "history_wrong_shape",
+            fails=("history_shape", "train_loss", "val_loss", "val_acc"))
 def fit_keeps_last_epoch_only(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                               device="cpu"):
     history = {}
@@ -1013,7 +1041,7 @@ def fit_keeps_last_epoch_only(model, train_loader, val_loader, loss_fn, optimize
     return history
 
 
-@submission("fit", "no_eval_mode")
+@submission("fit", "no_eval_mode", fails=("eval_mode",))
 def fit_without_eval_mode(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                           device="cpu"):
     done = []
@@ -1023,7 +1051,7 @@ def fit_without_eval_mode(model, train_loader, val_loader, loss_fn, optimizer, e
     return _history(done)
 
 
-@submission("fit", "grad_enabled_in_eval")
+@submission("fit", "grad_enabled_in_eval", fails=("no_graph",))
 def fit_validation_with_graph(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                               device="cpu"):
     done = []
@@ -1033,7 +1061,7 @@ def fit_validation_with_graph(model, train_loader, val_loader, loss_fn, optimize
     return _history(done)
 
 
-@submission("fit", "updates_parameters", "grad_enabled_in_eval")
+@submission("fit", "updates_parameters", "grad_enabled_in_eval", fails=("no_graph", "unchanged"))
 def fit_trains_on_validation(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                              device="cpu"):
     done = []
@@ -1044,7 +1072,7 @@ def fit_trains_on_validation(model, train_loader, val_loader, loss_fn, optimizer
     return _history(done)
 
 
-@submission("fit", "no_train_mode")
+@submission("fit", "no_train_mode", fails=("train_mode",))
 def fit_without_train_mode(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                            device="cpu"):
     done = []
@@ -1054,7 +1082,7 @@ def fit_without_train_mode(model, train_loader, val_loader, loss_fn, optimizer, 
     return _history(done)
 
 
-@submission("fit", "no_zero_grad")
+@submission("fit", "no_zero_grad", fails=("gradients",))
 def fit_without_zero_grad(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                           device="cpu"):
     done = []
@@ -1064,7 +1092,7 @@ def fit_without_zero_grad(model, train_loader, val_loader, loss_fn, optimizer, e
     return _history(done)
 
 
-@submission("fit", "unweighted_batch_average")
+@submission("fit", "unweighted_batch_average", fails=("train_loss",))
 def fit_with_unweighted_train_loss(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                                    device="cpu"):
     done = []
@@ -1074,7 +1102,7 @@ def fit_with_unweighted_train_loss(model, train_loader, val_loader, loss_fn, opt
     return _history(done)
 
 
-@submission("fit", "accuracy_percent")
+@submission("fit", "accuracy_percent", fails=("val_acc",))
 def fit_with_percent_accuracy(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                               device="cpu"):
     done = []
@@ -1084,7 +1112,7 @@ def fit_with_percent_accuracy(model, train_loader, val_loader, loss_fn, optimize
     return _history(done)
 
 
-@submission("fit", "loss_tensor_accumulated")
+@submission("fit", "loss_tensor_accumulated", fails=("returns_float",))
 def fit_with_tensor_train_loss(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                                device="cpu"):
     done = []
@@ -1094,7 +1122,7 @@ def fit_with_tensor_train_loss(model, train_loader, val_loader, loss_fn, optimiz
     return _history(done)
 
 
-@submission("fit", "ignores_loader")
+@submission("fit", "ignores_loader", fails=("loader", ...))
 def fit_validates_on_training_data(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                                    device="cpu"):
     done = []
@@ -1104,7 +1132,7 @@ def fit_validates_on_training_data(model, train_loader, val_loader, loss_fn, opt
     return _history(done)
 
 
-@submission("fit", "ignores_loader")
+@submission("fit", "ignores_loader", fails=("loader", ...))
 def fit_with_evaluate_on_global_loader(model, train_loader, val_loader, loss_fn, optimizer,
                                        epochs, device="cpu"):
     done = []
@@ -1114,7 +1142,9 @@ def fit_with_evaluate_on_global_loader(model, train_loader, val_loader, loss_fn,
     return _history(done)
 
 
-@submission("fit", "wrong_return_type")
+@submission("fit", "wrong_return_type",
+            fails=("returns_dict", "history_shape", "returns_float", "finite", "train_loss",
+                  "val_loss", "val_acc"))
 def fit_forgets_return(model, train_loader, val_loader, loss_fn, optimizer, epochs, device="cpu"):
     history = {"train_loss": [], "val_loss": [], "val_acc": []}
     for epoch in range(epochs):
@@ -1125,12 +1155,12 @@ def fit_forgets_return(model, train_loader, val_loader, loss_fn, optimizer, epoc
         history["val_acc"].append(val_acc)
 
 
-@submission("fit", "not_implemented", partial=False)
+@submission("fit", "not_implemented", fails=("returns_dict", ...))
 def fit_stub(model, train_loader, val_loader, loss_fn, optimizer, epochs, device="cpu"):
     raise NotImplementedError()
 
 
-@submission("fit", "raised_exception", partial=False)
+@submission("fit", "raised_exception", fails=("returns_dict", ...))
 def fit_unpacks_evaluate_wrongly(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                                  device="cpu"):
     history = {"train_loss": [], "val_loss": [], "val_acc": []}
@@ -1143,7 +1173,7 @@ def fit_unpacks_evaluate_wrongly(model, train_loader, val_loader, loss_fn, optim
     return history
 
 
-@submission("fit", "timeout", partial=False, timeout=0.5)
+@submission("fit", "timeout", fails=("returns_dict", ...), timeout=0.5)
 def fit_until_good_enough(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                           device="cpu"):
     history = {"train_loss": [], "val_loss": [], "val_acc": []}
@@ -1160,7 +1190,7 @@ def fit_on_mnist(model, train_loader, val_loader, loss_fn, optimizer, epochs, de
     return fit_with_helpers(model, train_loader, val_loader, loss_fn, optimizer, epochs, device)
 
 
-@submission("fit", "accuracy_below_threshold", data="mnist")
+@submission("fit", "accuracy_below_threshold", fails=("accuracy_reached",), data="mnist")
 def fit_with_own_learning_rate(model, train_loader, val_loader, loss_fn, optimizer, epochs,
                                device="cpu"):
     for group in optimizer.param_groups:
@@ -1227,7 +1257,7 @@ def load_model_only(path, model, optimizer):
 
 
 register_pair("optimizer_not_saved", save_model_only, load_model_only,
-              "optimizer_state_not_saved")
+              "optimizer_state_not_saved", fails=("optimizer_state", ...))
 
 
 def load_returns_saved_epoch(path, model, optimizer):
@@ -1238,7 +1268,7 @@ def load_returns_saved_epoch(path, model, optimizer):
 
 
 register_pair("returns_saved_epoch", save_checkpoint, load_returns_saved_epoch,
-              "epoch_not_restored")
+              "epoch_not_restored", fails=("epoch",))
 
 
 def save_whole_model(path, model, optimizer, epoch):
@@ -1252,7 +1282,8 @@ def load_rebinds_model(path, model, optimizer):
     return checkpoint["epoch"] + 1
 
 
-register_pair("rebinds_model", save_whole_model, load_rebinds_model, "resume_differs")
+register_pair("rebinds_model", save_whole_model, load_rebinds_model, "resume_differs",
+              fails=("weights", "resumes_identically"))
 
 
 def load_forgets_return(path, model, optimizer):
@@ -1261,7 +1292,8 @@ def load_forgets_return(path, model, optimizer):
     optimizer.load_state_dict(checkpoint["optimizer"])
 
 
-register_pair("load_returns_none", save_checkpoint, load_forgets_return, "wrong_return_type")
+register_pair("load_returns_none", save_checkpoint, load_forgets_return, "wrong_return_type",
+              fails=("returns_int", "epoch"))
 
 
 def save_to_fixed_file(path, model, optimizer, epoch):
@@ -1274,14 +1306,14 @@ def load_from_fixed_file(path, model, optimizer):
 
 
 register_pair("fixed_file_name", save_to_fixed_file, load_from_fixed_file, "wrong_value",
-              partial=False)
+              fails=("saves", ...))
 
 
 def save_stub(path, model, optimizer, epoch):
     raise NotImplementedError()
 
 
-register_pair("save_stub", save_stub, load_checkpoint, "not_implemented", partial=False)
+register_pair("save_stub", save_stub, load_checkpoint, "not_implemented", fails=("saves", ...))
 
 
 def load_wrong_key(path, model, optimizer):
@@ -1291,4 +1323,5 @@ def load_wrong_key(path, model, optimizer):
     return checkpoint["epoch"] + 1
 
 
-register_pair("load_wrong_key", save_checkpoint, load_wrong_key, "raised_exception")
+register_pair("load_wrong_key", save_checkpoint, load_wrong_key, "raised_exception",
+              fails=("returns_int", ...))

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import math
 import random
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
+
+import nbformat
 
 import numpy as np
 import pytest
 import torch
 from tqdm import tqdm
 
-from course_utils.graders import Report, check, exercises, grade, points
+from course_utils.graders import (REPORT_MIME, Check, CheckFailed, Exercise, Judge, NoPoints,
+                                  Report, Stop, check, exercises, grade, load_exercises, points)
+from course_utils.graders.scoring import LESSON_CAP
 from catalogues import failing, reference
-from submissions_basic import mse_by_hand, mse_endless, mse_sum
+from submissions_basic import ce_sum, mse_by_hand, mse_endless, mse_stub, mse_sum
 
 
 def noisy(student: Any) -> Any:
@@ -205,10 +212,27 @@ def test_report_text_names_score_codes_and_feedback():
     report = grade("mse_loss", mse_sum)
 
     text = str(report)
-    assert text.startswith("mse_loss: 3 of 4 checks passed (score 0.75).")
+    assert text.startswith(f"mse_loss: 3 of 4 checks passed, score {report.score:.2f}.")
     assert "[wrong_reduction] loss uses sum (or none) instead of the mean" in text
     assert "- For inputs of shape (8, 1)" in text
     assert str(grade("mse_loss", mse_by_hand)) == "mse_loss: all 4 checks passed."
+
+
+def test_report_data_has_the_agreed_keys_and_every_display_carries_it():
+    report = grade("cross_entropy", ce_sum)
+    data = report.to_dict()
+
+    assert list(data) == ["exercise", "passed", "score", "codes", "feedback", "checks", "failed"]
+    assert (data["exercise"], data["passed"], data["score"]) == ("cross_entropy", False,
+                                                                 report.score)
+    assert data["codes"] == sorted(report.codes) and data["feedback"] == report.feedback
+    assert data["failed"] == ["value"]
+    assert [c["name"] for c in data["checks"]] == ["tensor", "scalar", "value", "graph", "stable"]
+    json.dumps(data)  # plain data
+    bundle = report._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html", REPORT_MIME}
+    assert bundle[REPORT_MIME] == data and bundle["text/plain"] == str(report)
+    assert Report.from_dict(data) == report
 
 
 def mse_with_markup_error(pred, target):
@@ -228,26 +252,42 @@ def test_report_html_shows_code_and_escapes_markup():
     assert "<br>" in html  # the traceback line stays on a line of its own
 
 
-def test_points_give_partial_credit(capsys):
+def test_points_show_each_report_and_the_points_line(capsys):
     wrong = grade("mse_loss", mse_sum)
     right = grade("mse_loss", mse_by_hand)
 
-    assert wrong.points(3) == 2.25 and right.points(3) == 3.0
-    assert points([right, wrong], 4) == 3.0
+    assert wrong.points(3) == round(3 * wrong.score, 2) and right.points(3) == 3.0
+    assert points([right, wrong], 4) == wrong.points(4)
     assert points(right, 2) == 2.0
     printed = capsys.readouterr().out
     assert printed.count("mse_loss: all 4 checks passed.") == 2
-    assert "mse_loss: 3 of 4 checks passed" in printed
+    assert f"{wrong.points(4):g} / 4 points\n" in printed and "2 / 2 points\n" in printed
 
 
-def test_check_raises_with_the_feedback_and_returns_the_report_on_success(capsys):
-    with pytest.raises(AssertionError) as failure:
+def test_points_of_zero_raise_naming_the_exercise_and_diagnosis_after_showing_reports(capsys):
+    stub = grade("mse_loss", mse_stub)
+    with pytest.raises(NoPoints) as failure:
+        points([grade("mse_loss", mse_by_hand), stub], 2)
+    assert isinstance(failure.value, AssertionError)
+    message = str(failure.value)
+    assert message.startswith("`mse_loss` earns 0 of 2 points: [not_implemented] This exercise")
+    assert failure.value._render_traceback_() == [f"\x1b[0;31mNoPoints\x1b[0m: {message}"]
+    printed = capsys.readouterr().out
+    assert "mse_loss: all 4 checks passed." in printed and "[not_implemented]" in printed
+    assert printed.endswith("0 / 2 points\n")
+
+
+def test_check_shows_the_report_and_raises_with_the_feedback(capsys):
+    with pytest.raises(CheckFailed) as failure:
         check("mse_loss", mse_sum)
+    assert isinstance(failure.value, AssertionError)
     assert str(failure.value) == "\n".join(grade("mse_loss", mse_sum).feedback)
+    (line,) = failure.value._render_traceback_()
+    assert "`mse_loss` is not right yet: 1 problem (wrong_reduction), explained above." in line
+    assert "[wrong_reduction]" in capsys.readouterr().out
 
-    report = check("mse_loss", mse_by_hand)
-    assert isinstance(report, Report) and report.passed
-    assert capsys.readouterr().out.endswith("mse_loss: all 4 checks passed.\n")
+    assert check("mse_loss", mse_by_hand) is None  # shown once: nothing left to show as a value
+    assert capsys.readouterr().out == "mse_loss: all 4 checks passed.\n"
 
 
 def test_unknown_exercise_lists_the_known_ones():
@@ -258,3 +298,136 @@ def test_unknown_exercise_lists_the_known_ones():
 def test_unknown_data_choice_is_refused():
     with pytest.raises(ValueError, match="data must be 'toy' or 'mnist'"):
         grade("mse_loss", mse_by_hand, data="cifar")
+
+
+# ----------------------------------------------------------------------------- declared checks
+
+DEMO = Exercise("demo_half", [Check("type", "returns a float"),
+                              Check("value", "halves its input", weight=2, lesson=True),
+                              Check("sign", "keeps the sign")])
+
+
+def judged(*steps: tuple[str, bool]) -> Report:
+    judge = Judge(DEMO, timeout=1)
+    for name, ok in steps:
+        judge.check(name, ok, "wrong_value", f"{name} is wrong")
+    return judge.report()
+
+
+def test_score_is_the_weighted_share_of_declared_checks_with_the_lesson_cap():
+    assert judged(("type", True), ("value", True), ("sign", True)).score == 1.0
+    assert judged(("type", True), ("value", True), ("sign", False)).score == 0.75
+    # The lesson check failed: 2 of 4 weight passed, and the cap holds it at LESSON_CAP anyway.
+    assert judged(("type", True), ("value", False), ("sign", True)).score == min(0.5, LESSON_CAP)
+
+
+def test_a_check_that_could_not_run_counts_as_failed():
+    report = judged(("type", False))
+    assert [c.outcome for c in report.checks] == ["failed", "not run", "not run"]
+    assert report.failed == ["type", "value", "sign"] and report.score == 0.0
+    with pytest.raises(RuntimeError, match="value, sign were never judged"):
+        judged(("type", True))  # a grader that skips checks without a failure has a bug
+    stopped = Judge(DEMO, timeout=1)
+    stopped.check("type", True)
+    with contextlib.suppress(Stop):
+        stopped.call(lambda: 1 / 0)
+    report = stopped.report()
+    assert report.codes == {"raised_exception"}
+    assert [c.outcome for c in report.checks] == ["passed", "failed", "not run"]
+    assert report.score == 0.25
+
+
+def test_a_check_passes_only_if_every_judgement_of_it_passes():
+    report = judged(("type", True), ("type", False), ("type", True))
+    assert report.checks[0].outcome == "failed"
+
+
+def test_graders_cannot_judge_undeclared_checks_or_report_undeclared_codes():
+    judge = Judge(DEMO, timeout=1)
+    with pytest.raises(KeyError, match="declares no check 'size'"):
+        judge.check("size", True)
+    with pytest.raises(ValueError, match="does not declare the code 'softmax_in_model'"):
+        judge.check("type", False, "softmax_in_model", "...")
+
+
+def test_every_exercise_declares_checks_and_plain_names_for_its_codes():
+    declared = load_exercises()
+    assert set(declared) == set(exercises())
+    for exercise in declared.values():
+        assert exercise.grader is not None
+        assert all(exercise.plain_names.values())
+
+
+# ----------------------------------------------------------------------------- in a kernel
+
+KERNEL_CELLS = [
+    "from course_utils.graders import check, grade, points\n"
+    "def mse_sum(p, t):\n    return ((p - t) ** 2).sum()\n"
+    "def mse_stub(p, t):\n    raise NotImplementedError()",
+    'check("mse_loss", mse_sum);',
+    'check("mse_loss", lambda p, t: ((p - t) ** 2).mean())',
+    'grade("mse_loss", mse_sum)',
+    'points([grade("mse_loss", mse_sum)], 2)',
+    'points([grade("mse_loss", mse_stub)], 2)',
+]
+
+
+@pytest.mark.slow
+def test_in_a_kernel_reports_are_shown_once_with_their_data_and_errors_are_one_line():
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in KERNEL_CELLS])
+    env_root = str(Path(__file__).resolve().parents[1])
+    nbclient.NotebookClient(nb, timeout=120, allow_errors=True, resources={
+        "metadata": {"path": env_root}}).execute()
+    failing, passing, value, partial, zero = (cell.outputs for cell in nb.cells[1:])
+
+    def kinds(outputs):
+        return [o.output_type for o in outputs]
+
+    assert kinds(failing) == ["display_data", "error"]
+    assert failing[0].data[REPORT_MIME]["codes"] == ["wrong_reduction"]
+    assert failing[1].ename == "CheckFailed" and len(failing[1].traceback) == 1
+    assert "explained above" in failing[1].traceback[0]
+    assert kinds(passing) == ["display_data"]  # shown once, though it ends the cell
+    assert passing[0].data[REPORT_MIME]["passed"] is True
+    assert kinds(value) == ["execute_result"] and REPORT_MIME in value[0].data
+    assert kinds(partial) == ["display_data", "stream", "execute_result"]
+    score = partial[0].data[REPORT_MIME]["score"]
+    assert partial[1].text == f"{round(2 * score, 2):g} / 2 points\n"
+    assert float(partial[2].data["text/plain"]) == round(2 * score, 2)
+    assert kinds(zero) == ["display_data", "stream", "error"]
+    assert zero[2].ename == "NoPoints" and "`mse_loss` earns 0 of 2 points" in zero[2].evalue
+    assert len(zero[2].traceback) == 1
+
+
+# ----------------------------------------------------------------------------- README example
+
+README_GRADING = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import relu_grader
+from course_utils.graders import grade
+
+def relu_stub(x):
+    raise NotImplementedError()
+
+for student in (lambda x: x.clamp(min=0), lambda x: x.clamp(max=0), relu_stub,
+                lambda x: torch.relu(x).detach()):
+    report = grade("relu", student)
+    print(sorted(report.codes), report.failed, report.score)
+"""
+
+
+def test_the_readme_example_of_adding_an_exercise_works(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Adding an exercise", 1)[1]
+    (tmp_path / "relu_grader.py").write_text(section.split("```python\n")[1].split("```")[0])
+    done = subprocess.run([sys.executable, "-c", "import torch\n" + README_GRADING,
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "[] [] 1.0",
+        "['negative_part'] ['value'] 0.5",
+        "['not_implemented'] ['tensor', 'value', 'graph'] 0.0",
+        "['detached_result'] ['graph'] 0.75",
+    ]

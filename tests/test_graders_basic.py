@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from course_utils.graders import PLAIN_NAMES, grade
-from submissions_basic import SUBMISSIONS, Submission
+from catalogues import Entry
+from course_utils.graders import grade, plain_names
+from submissions_basic import SUBMISSIONS
 
 GENERIC_CODES = {"not_implemented", "raised_exception", "timeout", "wrong_return_type",
                  "wrong_value"}
@@ -22,18 +23,15 @@ EXERCISE_CODES = {
 CORRECT = [s for s in SUBMISSIONS if s.correct]
 
 
-def _id(submission: Submission) -> str:
-    return f"{submission.exercise}-{submission.name}"
-
-
-@pytest.mark.parametrize("submission", SUBMISSIONS, ids=_id)
-def test_submission_gets_its_expected_grade(submission: Submission):
+@pytest.mark.parametrize("submission", SUBMISSIONS, ids=str)
+def test_submission_gets_its_expected_grade(submission: Entry):
     report = grade(submission.exercise, submission.student, timeout=submission.timeout)
 
     assert report.codes == set(submission.codes), report.feedback
     assert report.passed is submission.correct
-    assert report.score == pytest.approx(submission.score, abs=0.005)
-    assert report.codes <= PLAIN_NAMES.keys()
+    assert report.failed == submission.failed_checks()
+    assert report.score == pytest.approx(submission.expected_score())
+    assert report.codes <= plain_names().keys()
     feedback = "\n".join(report.feedback)
     for phrase in submission.evidence:
         assert phrase in feedback
@@ -44,8 +42,8 @@ def test_submission_gets_its_expected_grade(submission: Submission):
 
 
 @pytest.mark.parametrize("seed", [1, 7])
-@pytest.mark.parametrize("submission", CORRECT, ids=_id)
-def test_correct_submissions_pass_on_other_seeds(submission: Submission, seed: int):
+@pytest.mark.parametrize("submission", CORRECT, ids=str)
+def test_correct_submissions_pass_on_other_seeds(submission: Entry, seed: int):
     assert grade(submission.exercise, submission.student, seed=seed).passed
 
 
@@ -61,7 +59,7 @@ def test_catalogue_has_three_correct_variants_and_a_stub_per_exercise():
     for exercise in EXERCISE_CODES:
         assert sum(s.exercise == exercise for s in CORRECT) >= 3
         stubs = [s for s in SUBMISSIONS if s.exercise == exercise and s.name == "stub"]
-        assert [(s.codes, s.score) for s in stubs] == [({"not_implemented"}, 0.0)]
+        assert [(s.codes, s.expected_score()) for s in stubs] == [({"not_implemented"}, 0.0)]
 
 
 def test_every_buggy_submission_names_its_evidence():

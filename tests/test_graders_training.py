@@ -10,7 +10,8 @@ import torch
 
 from course_utils.data import DATA_DIR, mnist_status
 from course_utils.graders import grade
-from submissions_training import SUBMISSIONS, Submission, train_one_epoch_weighted
+from catalogues import Entry
+from submissions_training import SUBMISSIONS, train_one_epoch_weighted
 
 needs_mnist = pytest.mark.skipif(not all(s == "ok" for s in mnist_status(DATA_DIR).values()),
                                  reason="MNIST not prepared: run python -m course_utils.data")
@@ -21,19 +22,19 @@ EXERCISES = ("train_step", "accumulation_step", "train_one_epoch", "evaluate", "
              "checkpoint")
 
 
-def _grade(sub: Submission, seed: int = 0):
+def _grade(sub: Entry, seed: int = 0):
     return grade(sub.exercise, sub.student, data=sub.data, timeout=sub.timeout, seed=seed)
 
 
-def _assert_verdict(sub: Submission, report) -> None:
+def _assert_verdict(sub: Entry, report) -> None:
     assert report.codes == set(sub.codes), "\n".join(report.feedback)
-    assert report.passed == (not sub.codes)
-    if not sub.codes:
+    assert report.passed == sub.correct
+    assert report.failed == sub.failed_checks(), report
+    assert report.score == pytest.approx(sub.expected_score())
+    if sub.correct:
         assert report.score == 1.0 and report.feedback == []
-    elif sub.partial:
-        assert 0 < report.score < 1, report
     else:
-        assert report.score == 0.0, report
+        assert report.score < 1
     assert len(report.feedback) >= len(report.codes)
 
 

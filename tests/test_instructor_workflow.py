@@ -32,8 +32,8 @@ import torch
 from nbgrader.api import Gradebook
 from torch import nn
 
-from course_utils.graders import grade, points
-from course_utils.mistakes import exercise_of, is_test_cell, parse_reports
+from course_utils.graders import Report, grade, points
+from course_utils.mistakes import exercise_of, is_test_cell
 from simulated_class import (BUGS, ROOT, is_answer, make_course, run_nbgrader,
                              write_submission)
 
@@ -131,28 +131,32 @@ def source_test_cells(course: Path, lesson: str) -> list[nbformat.NotebookNode]:
     return [cell for cell in source.cells if is_test_cell(cell)]
 
 
-def grade_in_process(submitted: Path, test_source: str) -> tuple[float, str]:
+def grade_in_process(submitted: Path, test_source: str) -> tuple[float, list[Report]]:
     """Runs a student's answer cells and a test cell here, without nbgrader.
 
     Returns:
-        The points the test cell's last line gives, and what it printed (the reports).
+        The points the test cell's last line gives, and the reports it showed.
     """
     namespace = {"torch": torch, "nn": nn, "F": nn.functional, "grade": grade, "points": points}
     for cell in nbformat.read(submitted, as_version=4).cells:
         if is_answer(cell):
             exec(cell.source, namespace)
     *body, last = test_source.strip().splitlines()
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with contextlib.redirect_stdout(io.StringIO()):
         exec("\n".join(body), namespace)
         result = eval(last, namespace)
-    return result, printed.getvalue()
+    return result, namespace["reports"]
 
 
-def feedback_lines(printed: str) -> list[str]:
-    """The diagnosis lines of printed reports: the codes and the first line of each sentence."""
-    return [line.strip() for line in printed.splitlines()
-            if line.startswith("  [") or line.startswith("- ")]
+def feedback_lines(reports: list[Report]) -> list[str]:
+    """What a feedback page must show of each report: its codes and each sentence's first line.
+
+    The page shows the reports' HTML, where `backticked` words are code (the tags are gone
+    from the page's text).
+    """
+    return [text for report in reports
+            for text in [*report.codes,
+                         *(line.splitlines()[0].replace("`", "") for line in report.feedback)]]
 
 
 def test_every_lesson_is_released_and_autograded(graded_class: GradedClass) -> None:
@@ -189,13 +193,12 @@ def test_typical_bugs_get_the_graders_partial_credit(graded_class: GradedClass,
             if exercise not in BUGS[student]:
                 assert got.auto_score == got.max_score, (lesson, exercise)
                 continue
-            want, printed = grade_in_process(submitted, cell.source)
-            assert 0 < want < got.max_score, (lesson, exercise, printed)
-            assert got.auto_score == pytest.approx(want), (lesson, exercise, printed)
-            assert BUGS[student][exercise].code in {
-                code for report in parse_reports(printed) for code in report.codes}
+            want, reports = grade_in_process(submitted, cell.source)
+            assert 0 < want < got.max_score, (lesson, exercise, reports)
+            assert got.auto_score == pytest.approx(want), (lesson, exercise, reports)
+            assert BUGS[student][exercise].code in {code for r in reports for code in r.codes}
             page = graded_class.feedback_text(student, lesson)
-            for line in feedback_lines(printed):
+            for line in feedback_lines(reports):
                 assert line in page, (lesson, exercise, line)
 
 

@@ -9,17 +9,25 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from course_utils.graders import PLAIN_NAMES, Report
-from course_utils.mistakes import collect, main, notebook_outcomes, parse_reports
+from course_utils.graders import Report, plain_names
+from course_utils.graders.report import CheckResult
+from course_utils.mistakes import collect, main, notebook_outcomes, reports_in
 
-REDUCTION = Report("mse_loss", checks=4, failed=1, codes={"wrong_reduction"},
-                   feedback=["Your loss is 6 times the mean: it is a sum.\nSee line 2.",
-                             "  [not_a_code] feedback text may contain anything"])
-DETACHED = Report("mse_loss", checks=4, failed=2, codes={"detached_result", "wrong_reduction"},
-                  feedback=["The loss has no `grad_fn`."])
-PASSED = Report("mse_loss", checks=4)
-STUB = Report("cross_entropy", checks=1, failed=1, codes={"not_implemented"},
-              feedback=["This exercise is not done yet."])
+PLAIN_NAMES = plain_names()
+
+
+def checks(*outcomes: str) -> list[CheckResult]:
+    return [CheckResult(f"check_{i}", "", 1.0, False, outcome) for i, outcome in enumerate(outcomes)]
+
+
+REDUCTION = Report("mse_loss", checks("passed", "failed", "passed"), {"wrong_reduction"},
+                   ["Your loss is 6 times the mean: it is a sum.\nSee line 2.",
+                    "  [not_a_code] feedback text may contain anything"])
+DETACHED = Report("mse_loss", checks("passed", "failed", "failed", "passed"),
+                  {"detached_result", "wrong_reduction"}, ["The loss has no `grad_fn`."])
+PASSED = Report("mse_loss", checks("passed", "passed"))
+STUB = Report("cross_entropy", checks("failed", "not run"), {"not_implemented"},
+              ["This exercise is not done yet."])
 
 
 def cell(grade_id: str, *outputs: dict, answer: bool = False, test: bool = False,
@@ -28,8 +36,10 @@ def cell(grade_id: str, *outputs: dict, answer: bool = False, test: bool = False
     return new_code_cell(source, metadata={"nbgrader": meta}, outputs=list(outputs))
 
 
-def printed(*reports: Report) -> dict:
-    return new_output("stream", name="stdout", text="".join(f"{r}\n" for r in reports))
+def printed(*reports: Report) -> list[dict]:
+    """What ``points`` leaves in a test cell: each report's display, then the points line."""
+    return [*(new_output("display_data", data=r._repr_mimebundle_()) for r in reports),
+            new_output("stream", name="stdout", text="1 / 2 points\n")]
 
 
 def error(name: str, message: str) -> dict:
@@ -39,7 +49,7 @@ def error(name: str, message: str) -> dict:
 def notebook(mse_reports: list[Report] | None, cross_entropy: list[Report],
              answer_error: dict | None = None) -> nbformat.NotebookNode:
     """An autograded notebook of a lesson with the exercises `mse_loss` and `cross_entropy`."""
-    mse_outputs = ([printed(*mse_reports), new_output("execute_result", data={"text/plain": "1"})]
+    mse_outputs = ([*printed(*mse_reports), new_output("execute_result", data={"text/plain": "1"})]
                    if mse_reports is not None
                    else [error("NameError", "name 'mse_loss' is not defined")])
     return new_notebook(cells=[
@@ -49,7 +59,7 @@ def notebook(mse_reports: list[Report] | None, cross_entropy: list[Report],
         cell("test_mse_loss", *mse_outputs, test=True,
              source='reports = [grade("mse_loss", mse_loss)]\npoints(reports, 2)'),
         cell("cross_entropy_answer", answer=True),
-        cell("test_cross_entropy", printed(*cross_entropy), test=True,
+        cell("test_cross_entropy", *printed(*cross_entropy), test=True,
              source="reports = [grade('cross_entropy', cross_entropy, seed=1)]"),
     ])
 
@@ -72,17 +82,23 @@ def write_class(course: Path) -> None:
     broken.write_text('{"cells": [')
 
 
-def test_parse_reports_reads_the_graders_own_text() -> None:
-    reports = parse_reports(f"{PASSED}\n{DETACHED}\n{STUB}\n")
+def test_reports_are_read_from_their_data_not_their_text() -> None:
+    test_cell = cell("test_mse_loss", *printed(PASSED, DETACHED, STUB), test=True)
+    reports = reports_in(test_cell)
     assert [(r.exercise, r.score, r.passed) for r in reports] == [
         ("mse_loss", 1.0, True), ("mse_loss", 0.5, False), ("cross_entropy", 0.0, False)]
-    assert reports[1].codes == {code: PLAIN_NAMES[code]
-                                for code in ("detached_result", "wrong_reduction")}
+    assert reports[1].codes == {"detached_result", "wrong_reduction"}
+    assert reports == [PASSED, DETACHED, STUB]
 
 
-def test_parse_reports_ignores_feedback_that_looks_like_a_code() -> None:
-    (report,) = parse_reports(str(REDUCTION))
-    assert report.codes == {"wrong_reduction": PLAIN_NAMES["wrong_reduction"]}
+def test_feedback_that_looks_like_a_code_is_not_a_code() -> None:
+    (report,) = reports_in(cell("test_mse_loss", *printed(REDUCTION), test=True))
+    assert report.codes == {"wrong_reduction"}
+
+
+def test_a_report_printed_as_text_only_is_not_read() -> None:
+    text_only = new_output("stream", name="stdout", text=f"{REDUCTION}\n")
+    assert reports_in(cell("test_mse_loss", text_only, test=True)) == []
 
 
 def test_a_test_cell_without_report_names_the_earlier_error() -> None:
@@ -92,7 +108,7 @@ def test_a_test_cell_without_report_names_the_earlier_error() -> None:
     assert "NameError: name 'mse_loss' is not defined" in mse.problem
     assert "earlier cell raised SyntaxError: expected ':'" in mse.problem
     assert (cross_entropy.exercise, cross_entropy.problem) == ("cross_entropy", None)
-    assert cross_entropy.codes == {"not_implemented": PLAIN_NAMES["not_implemented"]}
+    assert cross_entropy.codes == {"not_implemented"}
 
 
 def test_collect_counts_each_student_once_per_mistake(tmp_path: Path) -> None:
@@ -107,7 +123,7 @@ def test_collect_counts_each_student_once_per_mistake(tmp_path: Path) -> None:
     reasons = dict(((student, lesson), why) for student, lesson, why in results.not_graded)
     assert set(reasons) == {("dee", "02_loss"), ("eve", "02_loss")}
     assert "not valid JSON" in reasons["eve", "02_loss"]
-    assert reasons["dee", "02_loss"].startswith("mse_loss: the test cell printed no report")
+    assert reasons["dee", "02_loss"].startswith("mse_loss: the test cell showed no report")
 
 
 def test_command_prints_and_writes_the_report(tmp_path: Path, capsys) -> None:

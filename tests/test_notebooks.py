@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import runpy
 import shutil
@@ -13,6 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.utils import is_grade, is_locked, is_solution
 from simulated_class import run_nbgrader
 from traitlets.config import Config
 
@@ -56,9 +58,31 @@ def nbgrader_meta(cell) -> dict:
 
 
 def is_check_cell(cell) -> bool:
-    meta = nbgrader_meta(cell)
-    return (meta.get("locked", False) and not meta.get("grade", False)
-            and not meta.get("solution", False) and meta.get("grade_id", "").startswith("check_"))
+    """A read-only cell that only runs a check for the student (``check_...``), scoring nothing."""
+    return (is_locked(cell) and not is_grade(cell) and not is_solution(cell)
+            and nbgrader_meta(cell).get("grade_id", "").startswith("check_"))
+
+
+def points_maximum(source: str) -> float | None:
+    """The ``N`` of the ``points(reports, N)`` call in a test cell's code, or None."""
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", None) == "points" and len(node.args) == 2]
+    return ast.literal_eval(calls[-1].args[1]) if calls else None
+
+
+@pytest.mark.parametrize("lesson", lesson_params())
+def test_each_test_cells_points_metadata_equals_the_points_it_gives(lesson):
+    """nbgrader caps a cell at its ``points``; ``points(reports, N)`` must scale to the same N."""
+    nb = nbformat.read(source_notebook(lesson), as_version=4)
+    tests = [cell for cell in nb.cells if is_grade(cell) and not is_solution(cell)]
+    assert tests, f"{lesson} has no test cells"
+    for cell in tests:
+        maximum = points_maximum(cell.source)
+        grade_id = nbgrader_meta(cell)["grade_id"]
+        assert maximum is not None, f"{lesson}: {grade_id} does not end in points(reports, N)"
+        assert float(nbgrader_meta(cell)["points"]) == maximum, (
+            f"{lesson}: {grade_id} is worth {nbgrader_meta(cell)['points']} points in its "
+            f"metadata but calls points(reports, {maximum})")
 
 
 @dataclass
@@ -228,7 +252,7 @@ def test_untouched_release_fails_only_where_students_must_act(lesson, tmp_path):
     assert checks, f"notebooks/{lesson} has no check cells (grade_id starting with `check_`)"
     for index, cell in enumerate(nb.cells):
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
-        if errors and not (nbgrader_meta(cell).get("solution") or is_check_cell(cell)):
+        if errors and not (is_solution(cell) or is_check_cell(cell)):
             pytest.fail(f"notebooks/{lesson}, cell {index} fails although students do not edit "
                         f"or check anything there: {errors[0].ename}: {errors[0].evalue}\n"
                         f"{cell.source}")

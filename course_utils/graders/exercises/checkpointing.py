@@ -13,12 +13,27 @@ import torch
 from torch import nn
 
 from course_utils.data import TensorLoader
-from course_utils.graders._checks import kind, number
-from course_utils.graders._core import Judge, exercise
-from course_utils.graders._watch import regression_loader, regression_net, steady_conditions
+from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.evidence import kind, number
+from course_utils.graders.judge import Judge
+from course_utils.graders.sandbox import steady_conditions
+from course_utils.graders.toys import regression_loader, regression_net
 
 EPOCHS = 4
 SAVED_AT = (1, 2)  # indices of the epochs after which a checkpoint is saved
+
+CHECKPOINT = Exercise(
+    "checkpoint",
+    [Check("saves", "saves each checkpoint to the path it is given"),
+     Check("returns_int", "load_checkpoint returns an int"),
+     Check("epoch", "load_checkpoint returns the epoch to resume at"),
+     Check("weights", "restores the saved weights in place"),
+     Check("optimizer_state", "restores the optimizer's state", lesson=True),
+     Check("resumes_identically", "resumed training ends where uninterrupted training does",
+           lesson=True)],
+    [Misconception("optimizer_state_not_saved", "optimizer state missing from the checkpoint"),
+     Misconception("epoch_not_restored", "resumes at the wrong epoch"),
+     Misconception("resume_differs", "resumed training differs from uninterrupted training")])
 
 
 @contextlib.contextmanager
@@ -80,7 +95,7 @@ def _optimizer_difference(saved: dict[str, Any], loaded: dict[str, Any]) -> str 
     return None
 
 
-@exercise("checkpoint", timeout=10)
+@CHECKPOINT
 @steady_conditions
 def grade_checkpoint(judge: Judge, pair: Any, *, data: str) -> None:
     """Trains 4 epochs, saving after epoch indices 1 and 2, then resumes each in fresh objects.
@@ -89,8 +104,9 @@ def grade_checkpoint(judge: Judge, pair: Any, *, data: str) -> None:
     the optimizer state in place, return the next epoch, and end at exactly the weights of
     uninterrupted training. Grading always uses toy data.
     """
+    # "saves" is judged once saving ran, so the untouched stub fails it and scores 0.
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(callable, pair))):
-        judge.require(False, "wrong_return_type",
+        judge.require("saves", False, "wrong_return_type",
                       f"Pass the pair `(save_checkpoint, load_checkpoint)`, not {kind(pair)}.")
     save_checkpoint, load_checkpoint = pair
     loader = regression_loader(judge.seed)
@@ -109,7 +125,7 @@ def grade_checkpoint(judge: Judge, pair: Any, *, data: str) -> None:
         others = sorted(set(os.listdir(folder)) - {os.path.basename(p) for p in paths.values()})
         written = f"the folder holds {', '.join(f'`{name}`' for name in others)}" if others \
             else "nothing else was written either"
-        judge.require(not missing, "wrong_value",
+        judge.require("saves", not missing, "wrong_value",
                       f"`save_checkpoint` did not write to the `path` it was given "
                       f"({len(paths) - len(missing)} of {len(paths)} checkpoint files exist; "
                       f"{written}). Save to exactly that path, so each checkpoint is its own "
@@ -125,36 +141,36 @@ def grade_checkpoint(judge: Judge, pair: Any, *, data: str) -> None:
     starts = {epoch: resumed[epoch][2] for epoch in SAVED_AT}
     odd = [s for s in starts.values()
            if not isinstance(s, (int, np.integer)) or isinstance(s, bool)]
-    if judge.expect(not odd, "wrong_return_type",
-                    f"`load_checkpoint` returned {kind(odd[0]) if odd else ''}; it should return "
-                    "the epoch to resume at, an `int`."):
+    if judge.check("returns_int", not odd, "wrong_return_type",
+                   f"`load_checkpoint` returned {kind(odd[0]) if odd else ''}; it should return "
+                   "the epoch to resume at, an `int`."):
         wrong = next((e for e, s in starts.items() if s != e + 1), None)
-        judge.expect(wrong is None, "epoch_not_restored",
-                     f"For a checkpoint saved after epoch index {wrong} `load_checkpoint` "
-                     f"returned {starts.get(wrong)!r}; training should resume at the next epoch, "
-                     f"{(wrong or 0) + 1}. Save the epoch in the checkpoint and return it plus "
-                     "one.")
+        judge.check("epoch", wrong is None, "epoch_not_restored",
+                    f"For a checkpoint saved after epoch index {wrong} `load_checkpoint` "
+                    f"returned {starts.get(wrong)!r}; training should resume at the next epoch, "
+                    f"{(wrong or 0) + 1}. Save the epoch in the checkpoint and return it plus "
+                    "one.")
 
     gaps = {e: _largest_difference(saved[e][0], _params(resumed[e][0])) for e in SAVED_AT}
     restored = not any(gaps.values())
-    judge.expect(restored, "resume_differs",
-                 "After `load_checkpoint` the model does not hold the saved weights (they differ "
-                 f"by up to {number(max(gaps.values()))}). Load the saved `state_dict` into the "
-                 "model you were given, in place; assigning a new model to the parameter name "
-                 "does not change the caller's model.")
+    judge.check("weights", restored, "resume_differs",
+                "After `load_checkpoint` the model does not hold the saved weights (they differ "
+                f"by up to {number(max(gaps.values()))}). Load the saved `state_dict` into the "
+                "model you were given, in place; assigning a new model to the parameter name "
+                "does not change the caller's model.")
     problem = next((p for p in (_optimizer_difference(saved[e][1], resumed[e][1].state_dict())
                                 for e in SAVED_AT) if p), None)
-    judge.expect(problem is None, "optimizer_state_not_saved",
-                 f"After `load_checkpoint`, {problem}. Without the optimizer's state the resumed "
-                 "run takes different steps than the uninterrupted one: save "
-                 "`optimizer.state_dict()` in the checkpoint and load it back.")
+    judge.check("optimizer_state", problem is None, "optimizer_state_not_saved",
+                f"After `load_checkpoint`, {problem}. Without the optimizer's state the resumed "
+                "run takes different steps than the uninterrupted one: save "
+                "`optimizer.state_dict()` in the checkpoint and load it back.")
     if not restored or problem:
         return  # Resuming would only repeat what the two checks above found.
     fresh_net, fresh_optimizer, _ = resumed[first]
     for _ in range(first + 1, EPOCHS):
         _train_epoch(fresh_net, fresh_optimizer, loader)
     gap = _largest_difference(uninterrupted, _params(fresh_net))
-    judge.expect(gap <= 1e-6, "resume_differs",
-                 f"Training resumed from the checkpoint after epoch index {first} ends with "
-                 f"weights that differ from uninterrupted training by up to {number(gap)}. "
-                 "Everything that shapes the next steps must be saved and restored.")
+    judge.check("resumes_identically", gap <= 1e-6, "resume_differs",
+                f"Training resumed from the checkpoint after epoch index {first} ends with "
+                f"weights that differ from uninterrupted training by up to {number(gap)}. "
+                "Everything that shapes the next steps must be saved and restored.")

@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from course_utils.graders._checks import close, first_values, generator, number, ratio
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.evidence import close, first_values, generator, number, ratio
+from course_utils.graders.judge import Judge
 
 _LEARNING_RATE = 0.1
 
@@ -27,7 +28,21 @@ _NONE_GRAD = (
      "parameters instead of updating them."))
 
 
-@exercise("sgd_step")
+SGD_STEP = Exercise(
+    "sgd_step",
+    [Check("update", "moves each parameter object by -lr * grad, in place", lesson=True),
+     Check("keeps_gradients", "leaves `.grad` as it was"),
+     Check("skips_none", "leaves a parameter whose `.grad` is None untouched"),
+     Check("updates_rest", "still updates the parameters after one without a gradient")],
+    [Misconception("no_in_place_update", "parameters not updated in place"),
+     Misconception("gradient_ascent", "update goes up the gradient instead of down"),
+     Misconception("update_tracked_by_autograd",
+                   "update recorded by autograd (no torch.no_grad())"),
+     Misconception("none_grad_crash", "crashes on parameters without a gradient"),
+     Misconception("modifies_gradients", "the update changes .grad")])
+
+
+@SGD_STEP
 def grade_sgd_step(judge: Judge, student: Any, *, data: str = "toy") -> None:
     """Grades `sgd_step`: `p -= lr * p.grad` in place, untracked, skipping `.grad is None`."""
     gen = generator(judge.seed)
@@ -78,7 +93,7 @@ def _step(judge: Judge, student: Any, params: list[_Parameter], doing: str,
 
 
 def _check_updates(judge: Judge, params: list[_Parameter]) -> bool:
-    """One check: every parameter object now holds ``before - lr * grad``."""
+    """Judges "update": every parameter object now holds ``before - lr * grad``."""
     for i, p in enumerate(params):
         after = p.tensor.detach()
         if close(after, p.expected()):
@@ -93,54 +108,55 @@ def _check_updates(judge: Judge, params: list[_Parameter]) -> bool:
             else:
                 how = ("Writing `p = p - lr * p.grad` only points the name `p` at a new tensor; "
                        "the parameter object itself keeps its values.")
-            return judge.expect(False, "no_in_place_update",
-                                f"{values}, but it still holds its old values. {how} Change "
-                                "the values inside the existing tensor with an in-place "
-                                "operation, under `torch.no_grad()`.")
+            return judge.check("update", False, "no_in_place_update",
+                               f"{values}, but it still holds its old values. {how} Change "
+                               "the values inside the existing tensor with an in-place "
+                               "operation, under `torch.no_grad()`.")
         if close(after, p.before + _LEARNING_RATE * p.grad):
-            return judge.expect(False, "gradient_ascent",
-                                f"{values}, but it holds {first_values(after)}: it moved up the "
-                                "gradient, which makes the loss larger. Gradient descent steps "
-                                "against the gradient.")
+            return judge.check("update", False, "gradient_ascent",
+                               f"{values}, but it holds {first_values(after)}: it moved up the "
+                               "gradient, which makes the loss larger. Gradient descent steps "
+                               "against the gradient.")
         factor = ratio(after - p.before, p.expected() - p.before)
         times = (f" ({number(factor)} times the right step: is `lr` applied exactly once?)"
                  if factor else "")
-        return judge.expect(False, "wrong_value",
-                            f"{values}, but it holds {first_values(after)}{times}. One step "
-                            "moves each parameter by minus the learning rate times its gradient.")
-    return judge.expect(True, "wrong_value", "")
+        return judge.check("update", False, "wrong_value",
+                           f"{values}, but it holds {first_values(after)}{times}. One step "
+                           "moves each parameter by minus the learning rate times its gradient.")
+    return judge.check("update", True)
 
 
 def _check_gradients_kept(judge: Judge, params: list[_Parameter]) -> None:
     changed = next(((i, p) for i, p in enumerate(params)
                     if p.tensor.grad is None or not close(p.tensor.grad, p.grad)), None)
     if changed is None:
-        judge.expect(True, "modifies_gradients", "")
+        judge.check("keeps_gradients", True)
         return
     i, p = changed
     now = "None" if p.tensor.grad is None else first_values(p.tensor.grad)
-    judge.expect(False, "modifies_gradients",
-                 f"Before your step `params[{i}].grad` was {first_values(p.grad)}; afterwards it "
-                 f"is {now}. The step should only read the gradients: clearing them is "
-                 "`zero_grad()`'s job, at its own place in the training loop, and scaling them "
-                 "in place changes what other code (gradient clipping, logging) sees.")
+    judge.check("keeps_gradients", False, "modifies_gradients",
+                f"Before your step `params[{i}].grad` was {first_values(p.grad)}; afterwards it "
+                f"is {now}. The step should only read the gradients: clearing them is "
+                "`zero_grad()`'s job, at its own place in the training loop, and scaling them "
+                "in place changes what other code (gradient clipping, logging) sees.")
 
 
 def _check_skips_none_grad(judge: Judge, params: list[_Parameter], updated: bool) -> None:
     """With a gradient-less parameter in the middle: it is untouched, the others still step."""
     skipped = next(p for p in params if p.grad is None)
     if skipped.tensor.grad is not None:
-        judge.expect(False, "modifies_gradients",
-                     "`params[1]` had no gradient (`.grad` was None), and after your step its "
-                     f"`.grad` is {first_values(skipped.tensor.grad)}. Leave `.grad` as it is; "
-                     "a parameter without a gradient is simply skipped.")
+        judge.check("skips_none", False, "modifies_gradients",
+                    "`params[1]` had no gradient (`.grad` was None), and after your step its "
+                    f"`.grad` is {first_values(skipped.tensor.grad)}. Leave `.grad` as it is; "
+                    "a parameter without a gradient is simply skipped.")
     else:
-        judge.expect(close(skipped.tensor.detach(), skipped.before), "wrong_value",
-                     "`params[1]` had no gradient (`.grad` was None), yet your step changed it "
-                     f"from {first_values(skipped.before)} to {first_values(skipped.tensor)}. "
-                     "Without a gradient there is nothing to step along: skip it.")
+        judge.check("skips_none", close(skipped.tensor.detach(), skipped.before), "wrong_value",
+                    "`params[1]` had no gradient (`.grad` was None), yet your step changed it "
+                    f"from {first_values(skipped.before)} to {first_values(skipped.tensor)}. "
+                    "Without a gradient there is nothing to step along: skip it.")
     if updated:  # the update rule itself was right, so a parameter left behind was never visited
-        judge.expect(close(params[-1].tensor.detach(), params[-1].expected()), "wrong_value",
-                     "Your step stops at `params[1]`, whose `.grad` is None: `params[2]`, which "
-                     "comes after it, was not updated. Skip only the parameter without a "
-                     "gradient and go on with the rest of the loop.")
+        judge.check("updates_rest", close(params[-1].tensor.detach(), params[-1].expected()),
+                    "wrong_value",
+                    "Your step stops at `params[1]`, whose `.grad` is None: `params[2]`, which "
+                    "comes after it, was not updated. Skip only the parameter without a "
+                    "gradient and go on with the rest of the loop.")

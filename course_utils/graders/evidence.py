@@ -1,13 +1,11 @@
-"""Small tools the graders share: comparing tensors and describing them as evidence."""
+"""Evidence: comparing a student's tensors with the right ones, and describing them in feedback."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-
-from course_utils.graders._core import Judge, Stop
 
 
 def generator(seed: int) -> torch.Generator:
@@ -108,21 +106,3 @@ def ratio(actual: torch.Tensor, expected: torch.Tensor) -> float | None:
         return None
     c = float(actual[nonzero][0] / expected[nonzero][0])
     return c if close(actual, c * expected) else None
-
-
-def attempt(judge: Judge, fn: Callable[..., Any], *args: Any, doing: str) -> tuple[bool, Any]:
-    """Calls student code like ``judge.call``, but an exception fails only this check.
-
-    Grading goes on after an exception so the other checks still earn partial credit;
-    the untouched stub and a timeout still end the grading.
-
-    Returns:
-        ``(True, what fn returned)``, or ``(False, None)`` when it raised.
-    """
-    with judge.context(doing):
-        try:
-            return True, judge.call(fn, *args)
-        except Stop:
-            if judge.report.codes & {"not_implemented", "timeout"}:
-                raise
-            return False, None

@@ -6,8 +6,10 @@ from typing import Any
 
 import torch
 
-from course_utils.graders._checks import close, first_values, generator, kind, number, ratio, shape
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders.declare import Check, Exercise, Misconception, recognise
+from course_utils.graders.evidence import close, first_values, generator, kind, number, ratio
+from course_utils.graders.evidence import shape
+from course_utils.graders.judge import Judge
 
 Case = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -17,7 +19,34 @@ _AUTOGRAD_OFF = ("Your function is called inside `torch.no_grad()` with plain te
                  "by hand and compute it with tensor operations.")
 
 
-@exercise("linear_mse_grads")
+WRONG_GRADIENT = "analytic gradient is wrong"
+# How a wrong formula shows: the student's gradient is the true one times a telling factor.
+FACTOR_MISTAKES = [
+    Misconception("wrong_gradient", WRONG_GRADIENT,
+                  "{evidence}: exactly half: the factor 2 from differentiating the square is "
+                  "missing.",
+                  produces=lambda e: 0.5 * e["want"]),
+    Misconception("wrong_gradient", WRONG_GRADIENT,
+                  "{evidence}: exactly N = {n} times too large: the gradient of a mean divides "
+                  "by the number of samples, a sum does not.",
+                  produces=lambda e: e["n"] * e["want"]),
+    Misconception("wrong_gradient", WRONG_GRADIENT,
+                  "{evidence}: the right size with the wrong sign: the residual inside the "
+                  "square is prediction minus target.",
+                  produces=lambda e: -e["want"]),
+]
+
+LINEAR_MSE_GRADS = Exercise(
+    "linear_mse_grads",
+    [Check("returns_pair", "returns a pair of tensors (dw, db)"),
+     Check("dw_shape", "dw has the shape of w"),
+     Check("dw_value", "dw is dL/dw", lesson=True),
+     Check("db_shape", "db has the shape of b"),
+     Check("db_value", "db is dL/db", lesson=True)],
+    FACTOR_MISTAKES)
+
+
+@LINEAR_MSE_GRADS
 def grade_linear_mse_grads(judge: Judge, student: Any, *, data: str = "toy") -> None:
     """Grades `linear_mse_grads`: returns `(dL/dw, dL/db)` for `L = mean((x @ w + b - y) ** 2)`."""
     gen = generator(judge.seed)
@@ -34,10 +63,12 @@ def grade_linear_mse_grads(judge: Judge, student: Any, *, data: str = "toy") -> 
         held = f" holding {kind(wrong[0][0])} and {kind(wrong[0][1])}" \
             if isinstance(wrong[0], (tuple, list)) and len(wrong[0]) == 2 else ""
         forgot = " Did you forget `return`?" if wrong[0] is None else ""
-        judge.require(False, "wrong_return_type",
-                      f"`linear_mse_grads` returned {kind(wrong[0])}{held}; it should return a "
-                      f"pair `(dw, db)` of tensors with the shapes of `w` and `b`.{forgot}")
-    judge.expect(True, "wrong_return_type", "")
+    else:
+        held = forgot = ""
+    judge.require("returns_pair", not wrong, "wrong_return_type",
+                  f"`linear_mse_grads` returned {kind(wrong[0] if wrong else None)}{held}; it "
+                  "should return a pair `(dw, db)` of tensors with the shapes of `w` and "
+                  f"`b`.{forgot}")
     expected = [_reference(*case) for case in cases]
     for index, (name, of) in enumerate((("dw", "w"), ("db", "b"))):
         runs = [(case, result[index], reference[index])
@@ -61,18 +92,18 @@ def _reference(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
 
 def _check_gradient(judge: Judge, name: str, of: str,
                     runs: list[tuple[Case, torch.Tensor, torch.Tensor]]) -> None:
-    """One check of the shape and one of the values of a gradient, each with its evidence."""
+    """Judges "<name>_shape" and "<name>_value" of a gradient, each with its evidence."""
     bad_shape = next(((case, got) for case, got, want in runs if got.shape != want.shape), None)
     if bad_shape is not None:
         (w, b, x, y), got = bad_shape
         wanted = {"dw": w, "db": b}[name]
-        judge.expect(False, "wrong_gradient",
-                     f"For `x` of shape {shape(x)} your `{name}` has shape {shape(got)}, but "
-                     f"`{of}` has shape {shape(wanted)}. A gradient has exactly the shape of the "
-                     "tensor it belongs to, one entry per number in it: look at which dimension "
-                     "your formula sums over, or leaves in.")
+        judge.check(f"{name}_shape", False, "wrong_gradient",
+                    f"For `x` of shape {shape(x)} your `{name}` has shape {shape(got)}, but "
+                    f"`{of}` has shape {shape(wanted)}. A gradient has exactly the shape of the "
+                    "tensor it belongs to, one entry per number in it: look at which dimension "
+                    "your formula sums over, or leaves in.")
     else:
-        judge.expect(True, "wrong_gradient", "")
+        judge.check(f"{name}_shape", True)
 
     comparable = [(case, got.detach().reshape(want.shape), want)
                   for case, got, want in runs if got.numel() == want.numel()]
@@ -81,22 +112,19 @@ def _check_gradient(judge: Judge, name: str, of: str,
     wrong = next(((case, got, want) for case, got, want in comparable
                   if not close(got, want)), None)
     if wrong is None:
-        judge.expect(True, "wrong_gradient", "")
+        judge.check(f"{name}_value", True)
         return
     (w, b, x, y), got, want = wrong
     evidence = (f"For `x` of shape {shape(x)} your `{name}` is {first_values(got)}, but "
                 f"dL/d{of} is {first_values(want)}")
+    mistake = recognise(got, {"want": want, "n": float(x.shape[0])}, FACTOR_MISTAKES, close)
+    if mistake is not None:
+        judge.check(f"{name}_value", False, mistake.code,
+                    mistake.say(evidence=evidence, n=x.shape[0]))
+        return
     factor = ratio(got, want)
-    causes = {0.5: "exactly half: the factor 2 from differentiating the square is missing",
-              float(x.shape[0]): f"exactly N = {x.shape[0]} times too large: the gradient of a "
-                                 "mean divides by the number of samples, a sum does not",
-              -1.0: "the right size with the wrong sign: the residual inside the square is "
-                    "prediction minus target"}
-    cause = next((text for value, text in causes.items() if factor is not None
-                  and abs(factor - value) < 1e-3 * max(1.0, abs(value))), None)
-    if cause is None and factor is not None and want.numel() > 1:
-        cause = f"exactly {number(factor)} times the true gradient: a constant factor is off"
-    judge.expect(False, "wrong_gradient",
-                 f"{evidence}: {cause}." if cause else
-                 f"{evidence}. Differentiate `mean((x @ w + b - y) ** 2)` step by step with the "
-                 "chain rule, and check each term on a case with one sample.")
+    judge.check(f"{name}_value", False, "wrong_gradient",
+                f"{evidence}: exactly {number(factor)} times the true gradient: a constant "
+                "factor is off." if factor is not None and want.numel() > 1 else
+                f"{evidence}. Differentiate `mean((x @ w + b - y) ** 2)` step by step with the "
+                "chain rule, and check each term on a case with one sample.")

@@ -8,17 +8,43 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from course_utils.graders._checks import (attempt, close, first_values, generator, kind, number,
-                                          shape)
-from course_utils.graders._core import Judge, exercise
+from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.evidence import close, first_values, generator, kind, number, shape
+from course_utils.graders.judge import Judge
 
 # One (input size, output size) pair per linear layer.
 Sizes = tuple[int, ...]
 # A linear layer as the model holds it, oriented so that ``x @ weight + bias`` applies it.
 Layer = tuple[torch.Tensor, torch.Tensor]
 
+MODULE_CHECKS = [Check("module", "is an `nn.Module` class with a `forward` method"),
+                 Check("parameters", "has the parameters of the layers asked for")]
+MODEL_CHECKS = [Check("forward", "computes Linear → ReLU → ... → Linear with its own layers"),
+                Check("gradients_flow", "lets gradients reach every parameter")]
+SHAPE = Misconception("wrong_output_shape", "model output has the wrong shape")
+ARCHITECTURE = Misconception("wrong_architecture", "model layers differ from the ones asked for")
+DETACHED = Misconception("detached_result",
+                         "result (loss or model output) is cut off from the autograd graph")
 
-@exercise("SimpleNN")
+
+def _runs_on(label: str) -> Check:
+    """The check that the model runs on ``label`` and returns one row per sample."""
+    return Check(f"runs_on_{label.replace(' ', '_')}",
+                 f"runs on {label} and returns one row of outputs per sample", lesson=True)
+
+
+SIMPLE_NN = Exercise("SimpleNN", [*MODULE_CHECKS, _runs_on("samples"), *MODEL_CHECKS],
+                     [SHAPE, ARCHITECTURE, DETACHED])
+MNIST_MLP = Exercise(
+    "MNISTMLP",
+    [*MODULE_CHECKS, _runs_on("images"), _runs_on("flattened images"),
+     Check("no_softmax", "returns logits, not probabilities"), *MODEL_CHECKS],
+    [SHAPE, ARCHITECTURE,
+     Misconception("softmax_in_model", "softmax inside the model instead of raw logits"),
+     DETACHED])
+
+
+@SIMPLE_NN
 def grade_simple_nn(judge: Judge, student: Any, *, data: str = "toy") -> None:
     """Grades `SimpleNN`: 10 inputs → 50 hidden units → ReLU → 1 output of shape (N, 1)."""
     gen = generator(judge.seed)
@@ -26,7 +52,7 @@ def grade_simple_nn(judge: Judge, student: Any, *, data: str = "toy") -> None:
     _grade_model(judge, student, "SimpleNN", (10, 50, 1), {"samples": samples})
 
 
-@exercise("MNISTMLP")
+@MNIST_MLP
 def grade_mnist_mlp(judge: Judge, student: Any, *, data: str = "toy") -> None:
     """Grades `MNISTMLP`: images (N, 1, 28, 28) or (N, 784) → 128 → 64 → 10 logits."""
     gen = generator(judge.seed)
@@ -38,7 +64,7 @@ def grade_mnist_mlp(judge: Judge, student: Any, *, data: str = "toy") -> None:
 
 def _grade_model(judge: Judge, student: Any, name: str, sizes: Sizes,
                  layouts: dict[str, list[torch.Tensor]]) -> None:
-    """Checks class, parameters, output shapes, what forward computes, and gradient flow."""
+    """Judges the class, parameters, output shapes, what forward computes, and gradient flow."""
     model = _instantiate(judge, student, name)
     layers = _check_parameters(judge, model, name, sizes)
     runs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -48,7 +74,7 @@ def _grade_model(judge: Judge, student: Any, name: str, sizes: Sizes,
         if not shapes_ok:  # the same mistake would show again on the next layout
             break
     if not runs:
-        return
+        return  # nothing ran: the checks of what it computes cannot run
     if sizes[-1] > 1:
         _check_no_softmax(judge, runs[0][1])
     if layers is not None:
@@ -57,26 +83,29 @@ def _grade_model(judge: Judge, student: Any, name: str, sizes: Sizes,
 
 
 def _instantiate(judge: Judge, student: Any, name: str) -> nn.Module:
-    # Checks before the first call count only when they fail, so the untouched stub scores 0.
+    """Judges "module": builds the student's model, or stops grading.
+
+    It is judged once the model is built, so the untouched stub (which raises while being
+    built) fails it and scores 0.
+    """
     if isinstance(student, nn.Module):
-        judge.require(False, "wrong_return_type",
+        judge.require("module", False, "wrong_return_type",
                       f"You passed a model object (an instance of `{name}`), not the class: pass "
                       f"`{name}` itself, without parentheses; the check builds its own models.")
     if not isinstance(student, type):
-        judge.require(False, "wrong_return_type",
+        judge.require("module", False, "wrong_return_type",
                       f"`{name}` should be a class that inherits from `nn.Module`, but it is "
                       f"{kind(student)}.")
     model = judge.call(student)
-    judge.require(isinstance(model, nn.Module), "wrong_return_type",
+    judge.require("module", isinstance(model, nn.Module), "wrong_return_type",
                   f"`{name}()` made {kind(model)}, which is not an `nn.Module`: let the class "
                   "inherit from `nn.Module` and call `super().__init__()` first in `__init__`.")
-    if type(model).forward is nn.Module.forward:
-        own_methods = set(dir(type(model))) - set(dir(nn.Module))
-        similar = difflib.get_close_matches("forward", sorted(own_methods), n=1)
-        guess = f" (there is a method `{similar[0]}`: a typo?)" if similar else ""
-        judge.require(False, "raised_exception",
-                      f"`model(x)` cannot run: `{name}` has no method named `forward`{guess}. "
-                      "Calling a model runs its `forward` method, so the computation goes there.")
+    own_methods = set(dir(type(model))) - set(dir(nn.Module))
+    similar = difflib.get_close_matches("forward", sorted(own_methods), n=1)
+    guess = f" (there is a method `{similar[0]}`: a typo?)" if similar else ""
+    judge.require("module", type(model).forward is not nn.Module.forward, "raised_exception",
+                  f"`model(x)` cannot run: `{name}` has no method named `forward`{guess}. "
+                  "Calling a model runs its `forward` method, so the computation goes there.")
     return model
 
 
@@ -102,7 +131,7 @@ def _check_parameters(judge: Judge, model: nn.Module, name: str,
                    f"{arrow} needs a weight matrix and a bias vector for each of its "
                    f"{len(pairs)} linear layers, {wanted_count:,} numbers. Check the input and "
                    "output size of each `nn.Linear` and that no extra layer is left over.")
-    if not judge.expect(found == wanted, "wrong_architecture", message):
+    if not judge.check("parameters", found == wanted, ARCHITECTURE.code, message):
         return None
     layers = []
     for n_in, n_out in pairs:
@@ -116,45 +145,45 @@ def _check_parameters(judge: Judge, model: nn.Module, name: str,
 def _check_output_shapes(judge: Judge, model: nn.Module, name: str, outputs: int, label: str,
                          batches: list[torch.Tensor]
                          ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], bool]:
-    """Runs ``model(x)`` on each batch; one check that every output is (N, outputs).
+    """Runs ``model(x)`` on each batch; judges "runs_on_<label>": every output is (N, outputs).
 
     Returns:
         The ``(input, output)`` pairs up to the first failure, and False if a shape was wrong.
     """
+    check = _runs_on(label).name
     runs = []
     for x in batches:
         # A copy, so a forward that changes its input in place cannot change the evidence.
-        ok, out = attempt(judge, model, x.clone(),
-                          doing=f"running `{name}` on {label} of shape {shape(x)}")
+        ok, out = judge.attempt(check, model, x.clone(),
+                                doing=f"running `{name}` on {label} of shape {shape(x)}")
         if not ok:
             return runs, True
-        if not isinstance(out, torch.Tensor):
-            judge.require(False, "wrong_return_type",
-                          f"For {label} of shape {shape(x)} your model returned {kind(out)}: "
-                          "`forward` must `return` the output tensor.")
+        judge.require(check, isinstance(out, torch.Tensor), "wrong_return_type",
+                      f"For {label} of shape {shape(x)} your model returned {kind(out)}: "
+                      "`forward` must `return` the output tensor.")
         wanted = (x.shape[0], outputs)
         if tuple(out.shape) != wanted:
-            judge.expect(False, "wrong_output_shape",
-                         f"For a batch of {x.shape[0]} {label} of shape {shape(x)} your model "
-                         f"returned shape {shape(out)}; the exercise asks for {wanted}, one row "
-                         f"of {outputs} output{'s' if outputs > 1 else ''} per sample. Keep the "
-                         "batch as the first dimension (flatten each sample, not the whole "
-                         "batch) and do not squeeze the result.")
+            judge.check(check, False, SHAPE.code,
+                        f"For a batch of {x.shape[0]} {label} of shape {shape(x)} your model "
+                        f"returned shape {shape(out)}; the exercise asks for {wanted}, one row "
+                        f"of {outputs} output{'s' if outputs > 1 else ''} per sample. Keep the "
+                        "batch as the first dimension (flatten each sample, not the whole "
+                        "batch) and do not squeeze the result.")
             return runs, False
         runs.append((x, out))
-    judge.expect(True, "wrong_output_shape", "")
+    judge.check(check, True)
     return runs, True
 
 
 def _check_no_softmax(judge: Judge, out: torch.Tensor) -> None:
     row_sums = out.detach().sum(dim=1)
     probabilities = bool((out >= 0).all()) and close(row_sums, torch.ones_like(row_sums))
-    judge.expect(not probabilities, "softmax_in_model",
-                 f"Every row of your model's output is non-negative and sums to 1 (first row "
-                 f"{first_values(out[0])}, sum {number(row_sums[0])}): these are softmax "
-                 "probabilities. The model should return raw logits: `nn.CrossEntropyLoss` "
-                 "applies log-softmax itself, and squashing the outputs first makes learning "
-                 "slow. A `log_softmax` at the end is fine.")
+    judge.check("no_softmax", not probabilities, "softmax_in_model",
+                f"Every row of your model's output is non-negative and sums to 1 (first row "
+                f"{first_values(out[0])}, sum {number(row_sums[0])}): these are softmax "
+                "probabilities. The model should return raw logits: `nn.CrossEntropyLoss` "
+                "applies log-softmax itself, and squashing the outputs first makes learning "
+                "slow. A `log_softmax` at the end is fine.")
 
 
 def _forward(layers: list[Layer], x: torch.Tensor, hidden: Callable[[torch.Tensor], torch.Tensor],
@@ -185,7 +214,7 @@ def _check_forward(judge: Judge, layers: list[Layer], sizes: Sizes,
         accepted += [lambda x: torch.log_softmax(reference(x), dim=1),
                      lambda x: torch.softmax(reference(x), dim=1)]
     if any(same(variant) for variant in accepted):
-        judge.expect(True, "wrong_architecture", "")
+        judge.check("forward", True)
         return
     arrow = " → ".join(map(str, sizes))
     if same(lambda x: _forward(layers, x, keep, keep)):
@@ -204,29 +233,30 @@ def _check_forward(judge: Judge, layers: list[Layer], sizes: Sizes,
                    f"gives {first_values(expected[0])} for the first sample, but your model "
                    f"returned {first_values(out[0])}. Check that the layers run in order, each "
                    "exactly once, with a ReLU between them.")
-    judge.expect(False, "wrong_architecture", message)
+    judge.check("forward", False, ARCHITECTURE.code, message)
 
 
 def _check_gradients_flow(judge: Judge, model: nn.Module, name: str, x: torch.Tensor) -> None:
     with torch.enable_grad():
-        ok, out = attempt(judge, model, x.clone(),
-                          doing=f"running `{name}` on a batch of shape {shape(x)}")
+        ok, out = judge.attempt("gradients_flow", model, x.clone(),
+                                doing=f"running `{name}` on a batch of shape {shape(x)}")
         if not ok:
             return
         if out.grad_fn is None:
-            judge.expect(False, "detached_result",
-                         "Your model's output is not connected to the autograd graph "
-                         "(`output.grad_fn` is None), so training could never change the "
-                         "weights. Look in `forward` for `torch.no_grad()`, `.detach()`, `.data`, "
-                         "`.item()` or a detour through numpy.")
+            judge.check("gradients_flow", False, DETACHED.code,
+                        "Your model's output is not connected to the autograd graph "
+                        "(`output.grad_fn` is None), so training could never change the "
+                        "weights. Look in `forward` for `torch.no_grad()`, `.detach()`, `.data`, "
+                        "`.item()` or a detour through numpy.")
             return
         model.zero_grad(set_to_none=True)
-        ok, _ = attempt(judge, out.sum().backward,
-                        doing="computing gradients of your model's output with `backward()`")
+        ok, _ = judge.attempt("gradients_flow", out.sum().backward,
+                              doing="computing gradients of your model's output with "
+                                    "`backward()`")
     if ok:
         missing = [param for param, value in model.named_parameters() if value.grad is None]
-        judge.expect(not missing, "detached_result",
-                     f"After `backward()` these parameters have no gradient: "
-                     f"{', '.join(f'`{m}`' for m in missing)}. They are not used in `forward`, "
-                     "are frozen (`requires_grad=False`), or their result is cut off from the "
-                     "graph, so training would never change them.")
+        judge.check("gradients_flow", not missing, DETACHED.code,
+                    f"After `backward()` these parameters have no gradient: "
+                    f"{', '.join(f'`{m}`' for m in missing)}. They are not used in `forward`, "
+                    "are frozen (`requires_grad=False`), or their result is cut off from the "
+                    "graph, so training would never change them.")

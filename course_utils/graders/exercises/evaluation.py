@@ -9,15 +9,21 @@ import torch
 from torch import nn
 
 from course_utils.data import mnist_loaders, toy_classification
-from course_utils.graders._checks import kind, number
-from course_utils.graders._core import Judge, exercise
-from course_utils.graders._watch import (STEP_BEFORE_BACKWARD_ERRORS, Pass, Recorder,
-                                         check_epoch_loss, check_eval_mode, check_eval_values,
-                                         check_numbers, check_train_mode, check_training,
-                                         check_unchanged, classification_loader,
-                                         classification_net, count, epoch_loss_numbers,
-                                         eval_numbers, first_mismatch, pass_eval_numbers,
-                                         require_loader_used, steady_conditions)
+from course_utils.graders.averages import (AVERAGE_CHECKS, AVERAGE_MISTAKES, check_accuracy,
+                                           check_mean_loss, evaluation_numbers, pass_numbers,
+                                           training_numbers)
+from course_utils.graders.declare import Check, Exercise, Misconception, lesson
+from course_utils.graders.evidence import kind, number
+from course_utils.graders.judge import Judge
+from course_utils.graders.modes import (EVAL_CHECKS, EVAL_MISTAKES, IGNORES_LOADER, LOADER_CHECK,
+                                        NO_TRAIN_MODE, TRAIN_MODE_CHECK, check_eval_mode,
+                                        check_train_mode, check_unchanged, require_loader_used)
+from course_utils.graders.recording import Pass, Recorder, count
+from course_utils.graders.sandbox import steady_conditions
+from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
+                                        check_training)
+from course_utils.graders.toys import classification_loader, classification_net
+from course_utils.graders.values import LOSS_TENSOR, NUMBER_CHECKS, check_numbers, first_mismatch
 
 HISTORY_KEYS = ("train_loss", "val_loss", "val_acc")
 # After 2 epochs on this subset a correct loop reached 0.879-0.905 validation accuracy over
@@ -25,6 +31,31 @@ HISTORY_KEYS = ("train_loss", "val_loss", "val_acc")
 MNIST_ACCURACY = 0.85
 MNIST_SUBSET = (6000, 1000)
 TOY_FIT_TIMEOUT = 10.0  # seconds; a correct fit on the toy data takes a few hundredths
+
+EVALUATE = Exercise(
+    "evaluate",
+    [*lesson(EVAL_CHECKS, "eval_mode", "no_graph"), LOADER_CHECK,
+     Check("returns_pair", "returns a pair (loss, accuracy)"), *NUMBER_CHECKS,
+     *lesson(AVERAGE_CHECKS, "accuracy")],
+    [*EVAL_MISTAKES, IGNORES_LOADER, LOSS_TENSOR, *AVERAGE_MISTAKES])
+
+FIT = Exercise(
+    "fit",
+    [Check("returns_dict", "returns the history as a dict"),
+     Check("history_shape", "keeps one value per epoch under each key"), *NUMBER_CHECKS,
+     LOADER_CHECK, Check("epoch_order", "trains, then validates, once each per epoch",
+                         lesson=True),
+     TRAIN_MODE_CHECK, *EVAL_CHECKS, *STEP_CHECKS,
+     Check("train_loss", "records each epoch's per-sample mean training loss", data="toy"),
+     Check("val_loss", "records each epoch's per-sample mean validation loss"),
+     Check("val_acc", "records each epoch's validation accuracy"),
+     Check("accuracy_reached", f"reaches {100 * MNIST_ACCURACY:g}% validation accuracy",
+           data="mnist")],
+    [Misconception("history_wrong_shape", "history is not one value per epoch per key"),
+     Misconception("accuracy_below_threshold", "model does not reach the required accuracy"),
+     LOSS_TENSOR, IGNORES_LOADER, NO_TRAIN_MODE, *EVAL_MISTAKES, *STEP_MISTAKES,
+     *AVERAGE_MISTAKES],
+    timeout=60)
 
 
 def _pretrained_classifier(seed: int) -> nn.Module:
@@ -40,7 +71,7 @@ def _pretrained_classifier(seed: int) -> nn.Module:
     return net
 
 
-@exercise("evaluate", timeout=10)
+@EVALUATE
 @steady_conditions
 def grade_evaluate(judge: Judge, evaluate: Callable[..., Any], *, data: str) -> None:
     """Evaluates a trained toy classifier handed over in training mode, on batches of 8, 8 and 2.
@@ -61,14 +92,15 @@ def grade_evaluate(judge: Judge, evaluate: Callable[..., Any], *, data: str) -> 
     check_unchanged(judge, before, recorder.snapshot(), count(recorder.events, "step"), who)
     passes = recorder.passes()
     require_loader_used(judge, passes, loader, len(forwards), who)
-    judge.require(isinstance(result, (tuple, list)) and len(result) == 2, "wrong_return_type",
+    judge.require("returns_pair", isinstance(result, (tuple, list)) and len(result) == 2,
+                  "wrong_return_type",
                   f"`evaluate` returned {kind(result)}; it should return a pair "
                   "`(loss, accuracy)` of Python floats.")
     loss, accuracy = check_numbers(judge, list(result), ["The loss `evaluate` returned",
                                                          "The accuracy `evaluate` returned"])
-    numbers = pass_eval_numbers(recorder, passes[0], loss_fn)
-    check_eval_values(judge, loss, accuracy, numbers, "The loss `evaluate` returned",
-                      "The accuracy `evaluate` returned")
+    numbers = evaluation_numbers(recorder, passes[0], loss_fn)
+    check_mean_loss(judge, loss, numbers, "The loss `evaluate` returned")
+    check_accuracy(judge, accuracy, numbers, "The accuracy `evaluate` returned")
 
 
 @dataclass
@@ -99,18 +131,18 @@ def _mnist_fit(seed: int) -> _FitSetup:
 
 def _check_history(judge: Judge, history: Any, epochs: int) -> dict[str, list[float | None]]:
     """Checks the history's shape and types; returns its values as floats (None where unusable)."""
-    if not judge.expect(isinstance(history, dict), "wrong_return_type",
-                        f"`fit` returned {kind(history)}; it should return the history, a dict "
-                        f"with the lists {', '.join(f'`{k!r}`' for k in HISTORY_KEYS)}."):
-        return {}
+    if not judge.check("returns_dict", isinstance(history, dict), "wrong_return_type",
+                       f"`fit` returned {kind(history)}; it should return the history, a dict "
+                       f"with the lists {', '.join(f'`{k!r}`' for k in HISTORY_KEYS)}."):
+        return {}  # the loop itself can still be judged
     shapes = {key: kind(history[key]) if key in history else "missing" for key in HISTORY_KEYS}
     good = {key: isinstance(history.get(key), (list, tuple)) and len(history[key]) == epochs
             for key in HISTORY_KEYS}
-    judge.expect(all(good.values()), "history_wrong_shape",
-                 f"After {epochs} epochs the history should hold one float per epoch under each "
-                 "key, but " + ", ".join(f"`history[{k!r}]` is {shapes[k]}" for k in HISTORY_KEYS
-                                         if not good[k])
-                 + ". Append each epoch's numbers to these lists.")
+    judge.check("history_shape", all(good.values()), "history_wrong_shape",
+                f"After {epochs} epochs the history should hold one float per epoch under each "
+                "key, but " + ", ".join(f"`history[{k!r}]` is {shapes[k]}" for k in HISTORY_KEYS
+                                        if not good[k])
+                + ". Append each epoch's numbers to these lists.")
     entries = [(key, epoch, value) for key in HISTORY_KEYS if good[key]
                for epoch, value in enumerate(history[key])]
     floats = check_numbers(judge, [value for _, _, value in entries],
@@ -126,7 +158,7 @@ def _order(passes: list[Pass]) -> str:
     return ", ".join("training" if p.loader == "train_loader" else "validation" for p in passes)
 
 
-@exercise("fit", timeout=60)
+@FIT
 @steady_conditions
 def grade_fit(judge: Judge, fit: Callable[..., Any], *, data: str) -> None:
     """Runs ``fit`` on a fresh model handed over in eval mode and watches every epoch.
@@ -160,11 +192,11 @@ def grade_fit(judge: Judge, fit: Callable[..., Any], *, data: str) -> None:
     require_loader_used(judge, passes, train, forwards, who)
     require_loader_used(judge, passes, val, forwards, who)
     expected = [train.name, val.name] * setup.epochs
-    judge.expect([p.loader for p in passes] == expected, "wrong_value",
-                 f"For {setup.epochs} epochs `fit` should train over the training loader, then "
-                 "validate over the validation loader, once each per epoch; yours went: "
-                 f"{_order(passes)}. Validate after each epoch's training, so the numbers "
-                 "describe the model that epoch produced.")
+    judge.check("epoch_order", [p.loader for p in passes] == expected, "wrong_value",
+                f"For {setup.epochs} epochs `fit` should train over the training loader, then "
+                "validate over the validation loader, once each per epoch; yours went: "
+                f"{_order(passes)}. Validate after each epoch's training, so the numbers "
+                "describe the model that epoch produced.")
     trained = [p for p in passes if p.loader == train.name]
     validated = [p for p in passes if p.loader == val.name]
     check_train_mode(judge, [f for p in trained for f in p.forwards], f"{who} (training)")
@@ -179,26 +211,26 @@ def grade_fit(judge: Judge, fit: Callable[..., Any], *, data: str) -> None:
 
     epochs = min(setup.epochs, len(trained), len(validated))
     if not setup.mnist and "train_loss" in values:
-        numbers = [epoch_loss_numbers(recorder, recorder.iterations(p), loss_fn)
+        numbers = [training_numbers(recorder, recorder.iterations(p), loss_fn)
                    for p in trained[:epochs]]
-        e = first_mismatch(list(zip(values["train_loss"], [n[0] for n in numbers])))
-        check_epoch_loss(judge, values["train_loss"][e], numbers[e],
-                         f"`history['train_loss'][{e}]` (epoch {e + 1})")
-    val_numbers = [pass_eval_numbers(recorder, p, loss_fn) for p in validated[:epochs]]
-    for key, attribute in (("val_loss", "loss"), ("val_acc", "accuracy")):
+        e = first_mismatch(list(zip(values["train_loss"], [n.loss for n in numbers])))
+        check_mean_loss(judge, values["train_loss"][e], numbers[e],
+                        f"`history['train_loss'][{e}]` (epoch {e + 1})", check="train_loss")
+    val_numbers = [evaluation_numbers(recorder, p, loss_fn) for p in validated[:epochs]]
+    for key, attribute, judged in (("val_loss", "loss", check_mean_loss),
+                                   ("val_acc", "accuracy", check_accuracy)):
         if key in values:
             e = first_mismatch([(got, getattr(n, attribute))
                                 for got, n in zip(values[key], val_numbers)])
-            what = f"`history[{key!r}][{e}]` (epoch {e + 1})"
-            check_eval_values(judge, values[key][e] if key == "val_loss" else None,
-                              values[key][e] if key == "val_acc" else None,
-                              val_numbers[e], what, what)
+            judged(judge, values[key][e], val_numbers[e],
+                   f"`history[{key!r}][{e}]` (epoch {e + 1})", check=key)
     if setup.mnist:
         batches = list(setup.val)
-        final = eval_numbers(recorder, batches, [recorder.snapshot()] * len(batches), loss_fn)
-        judge.expect(final.accuracy >= MNIST_ACCURACY, "accuracy_below_threshold",
-                     f"After {setup.epochs} epochs on {MNIST_SUBSET[0]} MNIST images the model "
-                     f"classifies {number(100 * final.accuracy)}% of the validation images "
-                     f"correctly; a working loop reaches at least {100 * MNIST_ACCURACY:g}% "
-                     "here. Check that `fit` trains with the optimizer it was given, unchanged "
-                     "(learning rate included), for the number of epochs asked.")
+        final = pass_numbers(recorder, batches, [recorder.snapshot()] * len(batches), loss_fn)
+        judge.check("accuracy_reached", final.accuracy >= MNIST_ACCURACY,
+                    "accuracy_below_threshold",
+                    f"After {setup.epochs} epochs on {MNIST_SUBSET[0]} MNIST images the model "
+                    f"classifies {number(100 * final.accuracy)}% of the validation images "
+                    f"correctly; a working loop reaches at least {100 * MNIST_ACCURACY:g}% "
+                    "here. Check that `fit` trains with the optimizer it was given, unchanged "
+                    "(learning rate included), for the number of epochs asked.")
