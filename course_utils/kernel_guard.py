@@ -23,7 +23,7 @@ import types
 from typing import Any
 
 # Modules whose attributes the graders rely on; every ``course_utils`` module is added.
-WATCHED_MODULES = ("builtins", "sys", "math", "operator", "functools", "torch", "torch.nn",
+WATCHED_MODULES = ("builtins", "math", "operator", "functools", "torch", "torch.nn",
                    "torch.nn.functional", "torch.optim", "torch.utils.data", "numpy",
                    "IPython.display", "IPython.core.display_functions")
 # Classes whose methods the graders rely on, beside the classes of the graders' modules.
@@ -31,6 +31,7 @@ WATCHED_CLASSES = ("torch.Tensor", "torch.nn.Module", "torch.nn.Parameter",
                    "torch.optim.Optimizer", "torch.utils.data.DataLoader")
 # Names the IPython kernel itself sets and removes in ``builtins`` while it runs cells.
 _KERNEL_BUILTINS = frozenset({"display", "get_ipython", "exit", "quit", "_", "__", "___",
+                              "input", "raw_input",
                               "__IPYTHON__", "__builtin__", "_ih", "_oh", "_dh", "In", "Out"})
 # Audit events that give access to frames, objects or memory of running code.
 _REFUSED_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settrace",
@@ -114,10 +115,9 @@ def _watched() -> dict[str, Any]:
 
 
 def _outlets() -> dict[str, Any]:
-    """The objects a report travels through to nbgrader: the kernel's output streams, display
-    publisher, display hook and message session."""
-    found = {"sys.stdout": sys.stdout, "sys.stderr": sys.stderr,
-             "sys.displayhook": sys.displayhook}
+    """The objects a report travels through to nbgrader: IPython's display publisher and
+    display hook, and the kernel's message session."""
+    found: dict[str, Any] = {}
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     if shell is not None:
@@ -129,26 +129,39 @@ def _outlets() -> dict[str, Any]:
     return found
 
 
-def _outlet_prints(name: str, outlet: Any) -> dict[str, tuple[int, ...]]:
-    """The outlet itself, its class, and each of its methods: at class level and whether the
-    instance shadows it."""
-    cls = type(outlet)
-    prints = {name: (id(outlet),), f"{name}.__class__": (id(cls),)}
-    instance = getattr(outlet, "__dict__", {})
-    for attribute in dir(cls):
-        if attribute.startswith("__"):
+def _entries() -> dict[str, Any]:
+    """Every watched value, by name; for a class also its attribute names (a new one can
+    shadow an inherited method), for an outlet whether the object shadows a method."""
+    entries: dict[str, Any] = {}
+    builtins = sys.modules["builtins"]
+    for name, holder in _watched().items():
+        entries[name] = holder
+        if isinstance(holder, type):
+            entries[f"{name} (its attribute names)"] = tuple(sorted(vars(holder)))
+            for attribute, value in list(vars(holder).items()):
+                entries[f"{name}.{attribute}"] = value
             continue
-        try:
-            static = inspect.getattr_static(cls, attribute)
-        except AttributeError:
-            continue
-        if callable(static) or isinstance(static, (staticmethod, classmethod, property)):
-            prints[f"{name}.{attribute}"] = _identity(static) + (id(instance.get(attribute)),)
-    return prints
+        for attribute, value in list(vars(holder).items()):
+            if attribute.startswith("__") and holder is not builtins:
+                continue
+            if holder is builtins and attribute in _KERNEL_BUILTINS:
+                continue
+            entries[f"{name}.{attribute}"] = value
+    for name, outlet in _outlets().items():
+        cls, own = type(outlet), getattr(outlet, "__dict__", {})
+        entries[name], entries[f"{name}.__class__"] = outlet, cls
+        for attribute in dir(cls):
+            static = inspect.getattr_static(cls, attribute, None)
+            if not attribute.startswith("__") and callable(static):
+                entries[f"{name}.{attribute}"] = static
+                entries[f"{name}.{attribute} (on the object)"] = own.get(attribute)
+    return entries
 
 
 def _identity(value: Any) -> tuple[int, ...]:
     """What changes when a value is replaced, or a function's code or defaults are."""
+    if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+        return (hash(value),)
     if isinstance(value, property):
         return (id(value), id(value.fget), id(value.fset))
     if isinstance(value, types.FunctionType):
@@ -156,26 +169,23 @@ def _identity(value: Any) -> tuple[int, ...]:
     return (id(value),)
 
 
-def _fingerprint() -> dict[str, tuple[int, ...]]:
-    prints: dict[str, tuple[int, ...]] = {}
-    builtins = sys.modules["builtins"]
-    for name, holder in _watched().items():
-        prints[name] = _identity(holder)
-        if isinstance(holder, type):
-            # A new name in a class can shadow an inherited method: the names count too.
-            prints[f"{name} (its attribute names)"] = (hash(tuple(sorted(vars(holder)))),)
-            for attribute, value in list(vars(holder).items()):
-                prints[f"{name}.{attribute}"] = _identity(value)
-            continue
-        for attribute, value in list(vars(holder).items()):
-            if attribute.startswith("__") and holder is not builtins:
-                continue
-            if holder is builtins and attribute in _KERNEL_BUILTINS:
-                continue
-            prints[f"{name}.{attribute}"] = _identity(value)
-    for name, outlet in _outlets().items():
-        prints.update(_outlet_prints(name, outlet))
-    return prints
+_LIBRARIES = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix)}
+                   | {p + os.sep for p in (sys.prefix, sys.base_prefix)})
+
+
+def _library_wrapper(value: Any, original: int) -> bool:
+    """True for a library's own wrapper around the original (``torch._dynamo`` wraps
+    ``torch.manual_seed`` when it is first imported)."""
+    code = getattr(value, "__code__", None)
+    if code is None or not code.co_filename.startswith(_LIBRARIES):
+        return False
+    for _ in range(5):
+        value = getattr(value, "__wrapped__", None)
+        if value is None:
+            return False
+        if id(value) == original:
+            return True
+    return False
 
 
 _BASELINE: dict[str, tuple[int, ...]] = {}
@@ -185,13 +195,15 @@ def baseline() -> None:
     """Remembers the graders and library functions as they are before student code runs."""
     import course_utils.graders  # noqa: F401  (the graders are part of what is watched)
     _BASELINE.clear()
-    _BASELINE.update(_fingerprint())
+    _BASELINE.update({name: _identity(value) for name, value in _entries().items()})
 
 
 def changed() -> list[str]:
     """The watched names replaced or removed since ``baseline()``, sorted."""
-    now = _fingerprint()
-    return sorted(name for name, identity in _BASELINE.items() if now.get(name) != identity)
+    now = _entries()
+    return sorted(name for name, identity in _BASELINE.items()
+                  if name not in now or (_identity(now[name]) != identity
+                                         and not _library_wrapper(now[name], identity[0])))
 
 
 def main() -> None:

@@ -100,8 +100,9 @@ def _show_tampered(cell: NotebookNode, exercises: list[str], changed: list[str])
     message = (f"The notebook's code changed {names}, which the graders rely on. Grading "
                "cannot be trusted after that, so this exercise scores 0. Remove the code that "
                "replaces or patches them.")
+    # What the cell printed or showed came from code that cannot be trusted any more.
     cell.outputs = [output for output in cell.outputs
-                    if output.output_type not in ("execute_result", "error")
+                    if output.output_type not in ("execute_result", "error", "stream")
                     and REPORT_MIME not in output.get("data", {})]
     for exercise in exercises or ["unknown"]:
         report = Report(exercise, codes={"tampered"}, feedback=[message],
