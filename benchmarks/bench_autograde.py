@@ -10,6 +10,7 @@ Run from the repository root (takes minutes; nothing else should be running):
 
     python benchmarks/bench_autograde.py                      # class of 20 on two fast lessons
     python benchmarks/bench_autograde.py --students 8 --class-lessons 03_backward --workers 2 3
+    python benchmarks/bench_autograde.py --class-only --students 8 --workers 2
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[available_cores()],
                         help="parallel worker counts to time (default: one per core, "
                              "%(default)s)")
+    parser.add_argument("--class-only", action="store_true",
+                        help="time the class only, not one student's whole course")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -91,10 +94,10 @@ def main() -> None:
                                      STUDENTS[CLASS_MIX[k % len(CLASS_MIX)]])
 
         rows = []
-        for label, hand_in, lesson_set in [
-                (f"one student, {len(lessons)} lessons", one_student, lessons),
-                (f"{args.students} students, {' + '.join(args.class_lessons)}", a_class,
-                 args.class_lessons)]:
+        workloads = [(f"one student, {len(lessons)} lessons", one_student, lessons),
+                     (f"{args.students} students, {' + '.join(args.class_lessons)}", a_class,
+                      args.class_lessons)]
+        for label, hand_in, lesson_set in workloads[args.class_only:]:
             shutil.rmtree(course / "submitted", ignore_errors=True)
             hand_in()
             for protection, options in PROTECTION.items():

@@ -17,8 +17,8 @@ Settings, in ``nbgrader_config.py`` or on the command line (``--Sandbox.memory_g
     c.Sandbox.scratch_mib = 1024  # each of /tmp and the notebook's folder (in memory)
 
 Example:
-    >>> command = bwrap_command(["python", "-m", "ipykernel_launcher"], "/course/autograded/a/l",
-    ...                         "/tmp/course-sandbox-x", Sandbox())
+    >>> folder = tempfile.mkdtemp()  # the notebook's folder
+    >>> command = bwrap_command(["python", "-m", "ipykernel_launcher"], folder, folder, Sandbox())
     >>> "--unshare-net" in command and command[-3:] == ["python", "-m", "ipykernel_launcher"]
     True
 """
