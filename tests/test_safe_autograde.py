@@ -141,6 +141,10 @@ import torch
 torch.allclose = lambda *args, **kwargs: True
 torch.isclose = lambda a, b, *args, **kwargs: torch.ones_like(torch.as_tensor(a), dtype=torch.bool)
 ''', buggy=True),
+    Attack("patch_exercise_registry", "score", '''
+from course_utils.graders import declare
+declare._REGISTRY["train_one_epoch"].grader = lambda *args, **kwargs: None
+''', buggy=True),
     Attack("patch_math_isclose", "score", 'math.isclose = lambda *args, **kwargs: True',
            buggy=True),
     Attack("swap_grader_code", "score", '''
@@ -365,7 +369,7 @@ def test_killing_costs_only_the_killers_notebook(hostile_class: HostileClass, na
 
 # Score attacks that patch the graders or their library functions: found and named.
 PATCHES = ["patch_graders_module", "patch_report_score", "patch_torch_allclose",
-           "patch_math_isclose"]
+           "patch_exercise_registry", "patch_math_isclose"]
 
 
 @pytest.mark.parametrize("name", attacks_in("score"))
