@@ -45,7 +45,7 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
-    "course_utils.restore_cells.RestoreDeletedCells",
+    "course_utils.hidden_tests.RestoreCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
@@ -69,3 +69,24 @@ from course_utils.validation import append_last_cell, explain_after_last_cell  #
 
 c.Validator.Execute.on_notebook_start = append_last_cell
 c.Validator.Execute.on_cell_start = explain_after_last_cell
+
+# Student notebooks are untrusted code: each kernel runs in a sandbox (course_utils/sandbox.py:
+# no course files but its own, no network, limited memory, processes, file sizes and CPU time).
+# Autograding stops before grading anyone where the sandbox cannot start; only for notebooks
+# you trust, grade unprotected with: c.Sandbox.enabled = False
+c.Autograde.pre_convert_hook = "course_utils.sandbox.require_sandbox"
+c.Autograde.autograde_preprocessors = [
+    "course_utils.safe_execute.SafeExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+# Feedback pages show each check's report, never the hidden tests.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "course_utils.hidden_tests.HideHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_utils.sandbox import enabled_for, missing, unavailable_message
+
 # Transient database errors after which grading the submission again is right.
 _RETRY_ON = ("database is locked",)
 # The last exception line nbgrader printed, e.g. "nbformat.reader.NotJSONError: Notebook ...".
@@ -191,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--course", type=Path, default=Path("."),
                         help="nbgrader course directory (default: current directory)")
     args, nbgrader_args = parser.parse_known_args(argv)
+    # As `nbgrader autograde` does, stop before grading anyone where the sandbox cannot start.
+    problem = missing() if enabled_for(args.course, nbgrader_args) else None
+    if problem:
+        print(unavailable_message(problem), file=sys.stderr)
+        return 2
     jobs = find_jobs(args.course, args.lessons, args.student)
     if not jobs:
         print("No submissions found under submitted/<student>/<lesson>/.", file=sys.stderr)

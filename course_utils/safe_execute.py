@@ -1,0 +1,129 @@
+"""nbgrader's ``Execute`` for untrusted notebooks: sandboxed kernels, trusted test-cell scores.
+
+For each notebook, ``SafeExecute`` (nbgrader's process, trusted):
+
+1. starts the kernel in the sandbox (``course_utils.sandbox``) with its guard in place
+   (``course_utils.kernel_guard``) and runs every cell without IPython's input history, where
+   later cells could read the hidden tests of earlier test cells;
+2. before any cell, has the guard remember the graders and the library functions they use;
+3. runs each test cell with ``grade``, ``points`` and ``check`` bound to the graders' own (and
+   the notebook's own names put back afterwards, so a student's variable ``check`` is harmless);
+4. after each test cell asks the guard what was patched: if anything was, the cell scores 0 and
+   shows a ``tampered`` report naming it; otherwise the cell's score is checked against the
+   reports it displayed (data, not text), and a test cell without a genuine report scores 0.
+
+With ``c.Sandbox.enabled = False`` it is nbgrader's plain ``Execute``.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from queue import Empty
+from typing import Any
+
+from jupyter_core.utils import ensure_async, run_sync
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+from nbgrader import utils
+from nbgrader.preprocessors import Execute
+
+from course_utils.sandbox import UNPROTECTED_SETTING, Sandbox, SandboxedKernelManager
+
+# The names a test cell relies on, bound to the graders' own while it runs.
+GRADER_NAMES = ("grade", "points", "check")
+_BIND = (f"__course_saved = {{n: globals()[n] for n in {GRADER_NAMES!r} if n in globals()}}\n"
+         f"from course_utils.graders import {', '.join(GRADER_NAMES)}")
+_UNBIND = (f"for __course_name in {GRADER_NAMES!r}:\n"
+           "    globals().pop(__course_name, None)\n"
+           "globals().update(__course_saved)\n"
+           "del __course_saved, __course_name")
+_BASELINE = "import course_utils.kernel_guard as __course_guard\n__course_guard.baseline()\n" \
+            "del __course_guard"
+_CHANGED = "__import__('course_utils.kernel_guard').kernel_guard.changed()"
+# Seconds the guard may take to answer (it takes milliseconds in an idle kernel), and an
+# interrupted kernel to become idle again.
+_GUARD_TIMEOUT = 15
+
+
+class SafeExecute(Execute):
+    """nbgrader's ``Execute`` with sandboxed, guarded kernels and trusted test-cell scores."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.protected = Sandbox(parent=self).enabled
+        self._guarded = False
+        if self.protected:
+            self.kernel_manager_class = SandboxedKernelManager
+        else:
+            self.log.warning("Grading WITHOUT the sandbox (%s): student code runs with your "
+                             "rights.", UNPROTECTED_SETTING)
+
+    async def async_execute_cell(self, cell: NotebookNode, cell_index: int,
+                                 execution_count: Any = None,
+                                 store_history: bool = True) -> NotebookNode:
+        if not self.protected:
+            return await super().async_execute_cell(cell, cell_index, execution_count,
+                                                    store_history)
+        if not self._guarded:
+            await self._quietly(_BASELINE)
+            self._guarded = True
+        is_test = cell.cell_type == "code" and utils.is_grade(cell) \
+            and not utils.is_solution(cell)
+        if is_test:
+            await self._quietly(_BIND)
+        cell = await super().async_execute_cell(cell, cell_index, execution_count,
+                                                store_history=False)
+        if is_test:
+            reply = await self._quietly(_UNBIND, {"changed": _CHANGED})
+            from course_utils.trusted_scores import judge_test_cell
+            judge_test_cell(cell, _guard_answer(reply))
+        return cell
+
+    # nbconvert calls the synchronous wrapper, which nbclient binds to its own coroutine.
+    execute_cell = run_sync(async_execute_cell)
+
+    async def _async_handle_timeout(self, timeout: int,
+                                    cell: NotebookNode | None = None) -> Any:
+        # nbgrader interrupts a cell that ran out of time. A kernel that ignores the interrupt
+        # would keep every later cell waiting for the full limit: it is stopped instead, and
+        # this notebook (only this one) is not graded: nbgrader reports it as an error.
+        reply = await super()._async_handle_timeout(timeout, cell)
+        if self.protected and await self._quietly("", timeout=_GUARD_TIMEOUT) is None:
+            await ensure_async(self.km.shutdown_kernel(now=True))
+            raise DeadKernelError(f"The kernel ran past the time limit ({timeout} s) and "
+                                  "ignored the interrupt, so it was stopped.")
+        return reply
+
+    async def _quietly(self, code: str, expressions: dict[str, str] | None = None,
+                       timeout: float = _GUARD_TIMEOUT) -> dict[str, Any] | None:
+        """Runs ``code`` in the kernel without output or history; the reply, or None when the
+        kernel did not answer in time."""
+        assert self.kc is not None
+        msg_id = self.kc.execute(code, silent=True, store_history=False,
+                                 user_expressions=expressions or {}, stop_on_error=False)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                msg = await ensure_async(self.kc.shell_channel.get_msg(
+                    timeout=max(0.0, deadline - time.monotonic())))
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    return msg
+        except Empty:
+            return None
+
+
+def _guard_answer(reply: dict[str, Any] | None) -> list[str] | None:
+    """What the guard says was patched, or None when it gave no valid answer."""
+    if reply is None or reply["content"].get("status") != "ok":
+        return None
+    answer = reply["content"].get("user_expressions", {}).get("changed", {})
+    if answer.get("status") != "ok":
+        return None
+    try:
+        changed = ast.literal_eval(answer["data"]["text/plain"])
+    except (KeyError, ValueError, SyntaxError):
+        return None
+    if not isinstance(changed, list) or not all(isinstance(name, str) for name in changed):
+        return None
+    return changed

@@ -1,0 +1,305 @@
+"""Sandboxed kernels for autograding: each student's notebook runs confined by bubblewrap.
+
+The kernel sees the Python environment, the ``course_utils`` package and ``data/`` read-only,
+the other files of its own notebook's folder read-only on a private writable scratch space,
+and nothing else of the course directory; it has no network, runs as an unprivileged user
+(``nobody`` when grading as root), and its memory, processes, file sizes and CPU time are
+limited. It talks to nbgrader over jupyter_client's IPC transport (unix sockets in a private
+folder bound into the sandbox), because a kernel without network cannot use TCP.
+
+Settings, in ``nbgrader_config.py`` or on the command line (``--Sandbox.memory_gib=12``):
+
+    c.Sandbox.enabled = True      # False grades UNPROTECTED: only for trusted notebooks
+    c.Sandbox.memory_gib = 8      # address space of the kernel
+    c.Sandbox.processes = 128     # processes and threads of the sandbox's user
+    c.Sandbox.file_size_mib = 512
+    c.Sandbox.cpu_seconds = 1800
+    c.Sandbox.scratch_mib = 1024  # each of /tmp and the notebook's folder (in memory)
+
+Example:
+    >>> folder = tempfile.mkdtemp()  # the notebook's folder
+    >>> command = bwrap_command(["python", "-m", "ipykernel_launcher"], folder, folder, Sandbox())
+    >>> "--unshare-net" in command and command[-3:] == ["python", "-m", "ipykernel_launcher"]
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Bool, Float, Integer
+from traitlets.config import Application, Configurable
+
+# The one setting that allows grading without the sandbox, named in every message about it.
+UNPROTECTED_SETTING = "c.Sandbox.enabled = False"
+# Whom the kernel runs as when nbgrader runs as root: the kernel's processes count against
+# this user's process limit, and it cannot read files only root may read.
+UNPRIVILEGED_ID = 65534
+# Variables a kernel may inherit from nbgrader's environment; everything else is dropped.
+PASSED_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "NBGRADER_EXECUTION",
+                    "COURSE_DATA_DIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED", "MPLBACKEND")
+_MIB = 1 << 20
+# Started in place of ``ipykernel_launcher``: the kernel with its guard in place.
+GUARDED_KERNEL = "course_utils.kernel_guard"
+
+
+class Sandbox(Configurable):
+    """The sandbox's settings: whether it is on, and the limits of each kernel."""
+
+    enabled = Bool(True, help="Run each student's kernel in the sandbox. False grades "
+                              "unprotected: only for notebooks you trust.").tag(config=True)
+    memory_gib = Float(8.0, help="Address space of a kernel, GiB.").tag(config=True)
+    processes = Integer(128, help="Processes and threads a kernel may add.").tag(config=True)
+    file_size_mib = Integer(512, help="Largest file a kernel may write, MiB.").tag(config=True)
+    cpu_seconds = Integer(1800, help="CPU time of a kernel, seconds.").tag(config=True)
+    scratch_mib = Integer(1024, help="Size of /tmp and of the notebook's folder, each, MiB "
+                                     "(kept in memory).").tag(config=True)
+
+
+def package_dir() -> Path:
+    """The ``course_utils`` package this grading process uses (the kernel gets the same)."""
+    import course_utils
+    return Path(course_utils.__file__).resolve().parent
+
+
+def data_dir() -> Path:
+    """The data folder ``course_utils.data`` reads (``COURSE_DATA_DIR`` or ``data/`` beside the
+    package), without importing torch into nbgrader's process."""
+    if "COURSE_DATA_DIR" in os.environ:
+        return Path(os.environ["COURSE_DATA_DIR"]).resolve()
+    return package_dir().parent / "data"
+
+
+def _with_parents(args: list[str]) -> list[str]:
+    """``args`` with each missing ancestor of a mount point created first, readable by all
+    (bubblewrap would create them readable by root only)."""
+    out: list[str] = []
+    made: set[str] = {"/"}
+    i = 0
+    while i < len(args):
+        option = args[i]
+        # "--size N --tmpfs DEST" is one mount
+        width = {"--ro-bind": 3, "--bind": 3, "--tmpfs": 2, "--size": 4, "--chmod": 3,
+                 "--symlink": 3}.get(option, 1)
+        if option in ("--ro-bind", "--bind", "--tmpfs", "--size"):
+            target = Path(args[i + width - 1])
+            for parent in reversed(target.parents):
+                if str(parent) not in made:
+                    out += ["--perms", "0755", "--dir", str(parent)]
+                    made.add(str(parent))
+            made.add(str(target))
+        out += args[i:i + width]
+        i += width
+    return out
+
+
+def _system_mounts() -> list[str]:
+    """Read-only binds of the system and the Python environment (venv and base interpreter)."""
+    args: list[str] = []
+    for top in ("/usr", "/etc", "/opt"):
+        if os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        real = os.path.realpath(prefix)
+        args += ["--ro-bind", real, prefix]
+        if real != prefix:
+            args += ["--ro-bind", real, real]
+    return args
+
+
+def _course_mounts() -> list[str]:
+    """Read-only binds of the course package, its ``pyproject.toml`` and the data folder, each
+    at the path the grading process sees it (so the package finds its data the same way)."""
+    package = package_dir()
+    args = ["--ro-bind", str(package), str(package)]
+    pyproject = package.parent / "pyproject.toml"
+    if pyproject.exists():
+        args += ["--ro-bind", str(pyproject), str(pyproject)]
+    data = data_dir()
+    if data.exists():
+        args += ["--ro-bind", str(data.resolve()), str(data)]
+    return args
+
+
+def _notebook_folder_mounts(folder: str, settings: Sandbox) -> list[str]:
+    """The notebook's folder as a private scratch space holding read-only copies of its other
+    files. Notebooks are left out: nbgrader's copy there holds the hidden tests."""
+    args = ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", folder,
+            "--chmod", "1777", folder]
+    for entry in sorted(os.listdir(folder)):
+        if not entry.endswith(".ipynb"):
+            path = os.path.join(folder, entry)
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
+                  settings: Sandbox) -> list[str]:
+    """The command that runs ``kernel_cmd`` in the sandbox, in ``folder``, talking through
+    the folder ``private`` (IPC sockets and the connection file)."""
+    as_root = os.geteuid() == 0
+    processes = settings.processes + (0 if as_root else _processes_of(os.geteuid()))
+    limits = ["prlimit", f"--as={int(settings.memory_gib * (1 << 30))}",
+              f"--nproc={processes}", f"--fsize={settings.file_size_mib * _MIB}",
+              f"--cpu={settings.cpu_seconds}", "--core=0", "--"]
+    sandbox = ["bwrap", "--die-with-parent", "--new-session",
+               "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+               "--unshare-cgroup-try", "--hostname", "sandbox"]
+    if not as_root:
+        sandbox += ["--unshare-user"]
+    sandbox += ["--proc", "/proc", "--dev", "/dev"]
+    sandbox += _with_parents(
+        _system_mounts()
+        + ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", "/tmp", "--chmod", "1777", "/tmp"]
+        + _course_mounts() + _notebook_folder_mounts(folder, settings)
+        + ["--bind", private, private])
+    sandbox += ["--chdir", folder, "--clearenv"]
+    for name, value in _kernel_environment().items():
+        sandbox += ["--setenv", name, value]
+    if as_root:
+        # Mount as root, then run the kernel as an unprivileged user: the process limit
+        # does not apply to root, and root could read what the kernel must not.
+        sandbox += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
+                    "setpriv", f"--reuid={UNPRIVILEGED_ID}", f"--regid={UNPRIVILEGED_ID}",
+                    "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+    return limits + sandbox + ["--"] + list(kernel_cmd)
+
+
+def _kernel_environment() -> dict[str, str]:
+    environment = {name: os.environ[name] for name in PASSED_VARIABLES if name in os.environ}
+    environment.update({
+        "PATH": os.pathsep.join([os.path.join(sys.prefix, "bin"), "/usr/local/bin", "/usr/bin",
+                                 "/bin"]),
+        "HOME": "/tmp",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "PYTHONPATH": str(package_dir().parent),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    })
+    return environment
+
+
+def _processes_of(uid: int) -> int:
+    """How many processes and threads ``uid`` runs now (the process limit counts them all)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry}/task"))
+        except OSError:
+            continue
+    return count
+
+
+@functools.lru_cache(maxsize=None)
+def missing() -> str | None:
+    """What this machine lacks to run sandboxed kernels, or None when it has everything."""
+    if not sys.platform.startswith("linux"):
+        return f"the sandbox needs Linux (this is {sys.platform})"
+    for tool, package in (("bwrap", "bubblewrap"), ("prlimit", "util-linux"),
+                          ("setpriv", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"the command `{tool}` is missing (install the package `{package}`)"
+    with tempfile.TemporaryDirectory(prefix="course-sandbox-") as folder:
+        os.chmod(folder, 0o777)
+        command = bwrap_command(["true"], folder, folder, Sandbox())
+        try:
+            trial = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"a trial sandbox did not run: {error}"
+    if trial.returncode != 0:
+        return ("a trial sandbox failed (user, PID or network namespaces not allowed?): "
+                + (trial.stderr.strip() or f"exit status {trial.returncode}"))
+    return None
+
+
+def unavailable_message(reason: str) -> str:
+    """What autograding says when it stops because the sandbox cannot start."""
+    return (f"Autograding stopped before grading anyone: student notebooks must run in the "
+            f"sandbox, and {reason}.\nOn Debian or Ubuntu: `apt-get install bubblewrap` (and "
+            f"allow unprivileged user namespaces). Only for notebooks you trust, grade "
+            f"unprotected with `{UNPROTECTED_SETTING}` in nbgrader_config.py "
+            f"(or --Sandbox.enabled=False on the command line).")
+
+
+def _settings() -> Sandbox:
+    """The settings of the running nbgrader application (defaults outside one)."""
+    app = Application.instance() if Application.initialized() else None
+    return Sandbox(config=app.config) if app is not None else Sandbox()
+
+
+def require_sandbox(**_hook_arguments: Any) -> None:
+    """nbgrader's ``pre_convert_hook``: stops autograding before the first submission when the
+    sandbox is on but cannot run here.
+
+    Raises:
+        SystemExit: with ``unavailable_message``.
+    """
+    if not _settings().enabled:
+        return
+    reason = missing()
+    if reason:
+        raise SystemExit(unavailable_message(reason))
+
+
+def enabled_for(course: Path, nbgrader_args: list[str]) -> bool:
+    """Whether ``nbgrader autograde`` in ``course`` with ``nbgrader_args`` uses the sandbox.
+
+    Example:
+        >>> enabled_for(Path("."), ["--Sandbox.enabled=False"])
+        False
+    """
+    from traitlets.config.loader import KVArgParseConfigLoader, PyFileConfigLoader
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config() \
+        if (course / "nbgrader_config.py").exists() else None
+    settings = [arg for arg in nbgrader_args if arg.startswith("--Sandbox.")]
+    if settings:
+        overrides = KVArgParseConfigLoader(settings).load_config()
+        config = overrides if config is None else (config.merge(overrides) or config)
+    return Sandbox(config=config).enabled if config is not None else Sandbox().enabled
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager that starts the kernel in the sandbox and talks to it over IPC."""
+
+    _private: str | None = None
+
+    async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
+        self._private = tempfile.mkdtemp(prefix="course-sandbox-")
+        if os.geteuid() == 0:
+            os.chown(self._private, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+        self.transport = "ipc"
+        self.ip = os.path.join(self._private, "kernel")
+        self.connection_file = os.path.join(self._private, "connection.json")
+        # Signals from outside do not reach a kernel in its own session and PID namespace:
+        # interrupts go over the control channel instead.
+        if self.kernel_spec is not None:
+            self.kernel_spec.interrupt_mode = "message"
+        kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
+        # The guard goes in before any of the notebook's code runs.
+        kernel_cmd = [GUARDED_KERNEL if arg == "ipykernel_launcher" else arg
+                      for arg in kernel_cmd]
+        os.chmod(self.connection_file, 0o644)
+        folder = os.path.abspath(kw.get("cwd") or os.getcwd())
+        kw["cwd"] = folder
+        settings = Sandbox(config=self.config)
+        return bwrap_command(kernel_cmd, folder, self._private, settings), kw
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if self._private and not restart:
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = None

@@ -1,0 +1,112 @@
+"""The trusted step after a test cell ran: its score comes from the graders' reports, or is 0.
+
+Runs in nbgrader's process (``course_utils.safe_execute``), never in the student's kernel. A
+test cell's score is what nbgrader reads from its last value; here it is checked against the
+report data the cell displayed (``REPORT_MIME``, one report per ``grade(...)`` call):
+
+- the guard found the graders or their library functions patched: the cell scores 0 and shows
+  a ``tampered`` report per exercise, naming what changed;
+- a report is missing (no genuine report, e.g. ``points`` or ``grade`` replaced): 0;
+- otherwise the score is at most the lowest report's score times the cell's points, as the
+  graders' own ``points`` computes it; a higher value, or none (which nbgrader would count as
+  full marks), is replaced by it.
+
+Example:
+    >>> cell = NotebookNode(cell_type="code", source='points([grade("mse_loss", f)], 2)',
+    ...     metadata={"nbgrader": {"points": 2}}, outputs=[
+    ...         NotebookNode(output_type="display_data", metadata={},
+    ...                      data={REPORT_MIME: {"exercise": "mse_loss", "score": 0.5}}),
+    ...         NotebookNode(output_type="execute_result", metadata={}, execution_count=1,
+    ...                      data={"text/plain": "2"})])
+    >>> judge_test_cell(cell, changed=[]); cell.outputs[-1].data["text/plain"]
+    '1.0'
+"""
+
+from __future__ import annotations
+
+import re
+
+from nbformat import NotebookNode
+
+# The MIME type of report data (``course_utils.graders.REPORT_MIME``, named here so that
+# nbgrader's process need not import the graders and torch for every submission).
+REPORT_MIME = "application/vnd.course-report+json"
+_GRADE_CALL = re.compile(r"""\bgrade\(\s*["']([^"']+)["']""")
+
+
+def judge_test_cell(cell: NotebookNode, changed: list[str] | None) -> None:
+    """Sets the test cell's score from its genuine reports, or to 0 (see the module's doc).
+
+    Args:
+        cell: an executed autograder test cell (its source is the instructor's).
+        changed: what the kernel's guard found patched; None when it did not answer.
+    """
+    exercises = list(dict.fromkeys(_GRADE_CALL.findall(cell.source)))
+    if changed is None:
+        _no_points(cell, "NotVerified", "the kernel did not answer the integrity check after "
+                                        "this cell, so its score cannot be trusted")
+        return
+    if changed:
+        _show_tampered(cell, exercises, changed)
+        return
+    failed = any(output.output_type == "error" for output in cell.outputs)
+    reports = [output.data[REPORT_MIME] for output in cell.outputs
+               if REPORT_MIME in output.get("data", {})
+               and output.data[REPORT_MIME].get("exercise") in exercises]
+    if {report["exercise"] for report in reports} != set(exercises) \
+            or len(reports) < len(_GRADE_CALL.findall(cell.source)):
+        if not failed:
+            _no_points(cell, "NoReport", "this test cell showed no report from the graders for "
+                                         f"{', '.join(exercises) or 'its exercise'}")
+        return
+    if failed:
+        return
+    maximum = float(cell.metadata["nbgrader"]["points"])
+    earned = round(min(_score(report) for report in reports) * maximum, 2)
+    results = [output for output in cell.outputs if output.output_type == "execute_result"]
+    if not results:
+        cell.outputs.append(NotebookNode(output_type="execute_result", metadata={},
+                                         execution_count=cell.get("execution_count"),
+                                         data={"text/plain": repr(earned)}))
+    elif _value(results[0]) is None or _value(results[0]) > earned:
+        results[0].data = {"text/plain": repr(earned)}
+
+
+def _score(report: dict) -> float:
+    try:
+        return min(max(float(report["score"]), 0.0), 1.0)
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def _value(output: NotebookNode) -> float | None:
+    try:
+        return float(output.data["text/plain"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _no_points(cell: NotebookNode, name: str, why: str) -> None:
+    """Ends the cell in an error, which nbgrader scores 0, saying why."""
+    cell.outputs = [output for output in cell.outputs if output.output_type != "execute_result"]
+    cell.outputs.append(NotebookNode(output_type="error", ename=name, evalue=why,
+                                     traceback=[f"\x1b[0;31m{name}\x1b[0m: {why}"]))
+
+
+def _show_tampered(cell: NotebookNode, exercises: list[str], changed: list[str]) -> None:
+    """Replaces the cell's reports by ``tampered`` reports naming what changed; scores 0."""
+    from course_utils.graders import Report, plain_names
+    names = ", ".join(f"`{name}`" for name in changed[:8]) + (" ..." if len(changed) > 8 else "")
+    message = (f"The notebook's code changed {names}, which the graders rely on. Grading "
+               "cannot be trusted after that, so this exercise scores 0. Remove the code that "
+               "replaces or patches them.")
+    # What the cell printed or showed came from code that cannot be trusted any more.
+    cell.outputs = [output for output in cell.outputs
+                    if output.output_type not in ("execute_result", "error", "stream")
+                    and REPORT_MIME not in output.get("data", {})]
+    for exercise in exercises or ["unknown"]:
+        report = Report(exercise, codes={"tampered"}, feedback=[message],
+                        plain_names=plain_names())
+        cell.outputs.append(NotebookNode(output_type="display_data", metadata={},
+                                         data=report._repr_mimebundle_()))
+    _no_points(cell, "Tampered", f"{', '.join(exercises)}: graders or library functions changed")
