@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from course_utils.graders import load_exercises
+import pytest
+
+from course_utils.graders import grade, load_exercises, plain_names
+from course_utils.graders.report import Report
 from course_utils.graders.report import CheckResult
 from course_utils.graders.scoring import score
 
@@ -78,6 +81,27 @@ def buggy(exercise: str, name: str, student: Any, codes: set[str], fails: tuple[
           *evidence: str, **options: Any) -> Entry:
     """A buggy submission, the codes it must get, the checks it fails, and phrases of evidence."""
     return Entry(exercise, name, student, frozenset(codes), tuple(fails), evidence, **options)
+
+
+def assert_expected_grade(entry: Entry, seed: int = 0) -> Report:
+    """Grades ``entry`` and asserts its whole verdict: codes, checks failed, score, evidence."""
+    report = grade(entry.exercise, entry.student, data=entry.data, timeout=entry.timeout,
+                   seed=seed)
+    assert report.codes == set(entry.codes), "\n".join(report.feedback)
+    assert report.passed is entry.correct
+    assert report.failed == entry.failed_checks(), report
+    assert report.score == pytest.approx(entry.expected_score())
+    assert report.codes <= plain_names().keys()
+    if entry.correct:
+        assert report.feedback == []
+    else:
+        # One explanation per failed code at least, never an empty one.
+        assert len(report.feedback) >= len(report.codes)
+        assert all(text.strip() for text in report.feedback)
+    feedback = "\n".join(report.feedback)
+    for phrase in entry.evidence:
+        assert phrase in feedback
+    return report
 
 
 def all_submissions() -> list[Entry]:
