@@ -1,4 +1,4 @@
-"""Graders for lesson 10: `conv2d` by hand, compared with `F.conv2d`, and the model `MNISTCNN`."""
+"""Grader for lesson 10's `conv2d` by hand, compared with `F.conv2d` in values and gradients."""
 
 from __future__ import annotations
 
@@ -8,15 +8,11 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from course_utils.graders.declare import Check, Exercise, Misconception
 from course_utils.graders.evidence import close, first_values, generator, kind, shape
-from course_utils.graders.exercises.models import (ARCHITECTURE, DETACHED, MNIST_MLP,
-                                                   MODEL_CHECKS, MODULE_CHECKS, SHAPE, _runs_on,
-                                                   _check_gradients_flow, _check_no_softmax,
-                                                   _check_output_shapes, _instantiate)
+from course_utils.graders.exercises.models import DETACHED, SHAPE
 from course_utils.graders.judge import Judge
 
 # Operators of the library's convolution, as the dispatcher names them: `F.conv2d`,
@@ -281,93 +277,3 @@ def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool
         f"{first_values(grads[names.index(differing[0])]) if differing else ''} instead of "
         f"{first_values(want[names.index(differing[0])]) if differing else ''}): part of the "
         "computation is cut off from the graph"))
-
-
-# ------------------------------------------------------------------------------------ MNISTCNN
-
-# The layers asked for: (name, shape of weight, shape of bias).
-CNN_LAYERS = [("first convolution", (16, 1, 3, 3), (16,)),
-              ("second convolution", (32, 16, 3, 3), (32,)),
-              ("linear layer", (10, 32 * 7 * 7), (10,))]
-
-MNISTCNN = Exercise(
-    "MNISTCNN",
-    [*MODULE_CHECKS, _runs_on("images"), MNIST_MLP.check("no_softmax"),
-     Check("forward", "computes conv → ReLU → pool → conv → ReLU → pool → linear", weight=2,
-           lesson=True),
-     MODEL_CHECKS[1]],
-    [SHAPE, ARCHITECTURE, *MNIST_MLP.mistakes("softmax_in_model"), DETACHED])
-
-
-@MNISTCNN
-def grade_mnist_cnn(judge: Judge, student: Any, *, data: str = "toy") -> None:
-    """Grades `MNISTCNN` by behaviour, as `MNISTMLP`: parameters, output shapes, what forward
-    computes with the model's own parameters, and gradient flow."""
-    model = _instantiate(judge, student, "MNISTCNN")
-    layers = _cnn_parameters(judge, model)
-    gen = generator(judge.seed)
-    images = [torch.randn(n, 1, 28, 28, generator=gen) for n in (5, 1)]
-    runs, _ = _check_output_shapes(judge, model, "MNISTCNN", 10, "images", images)
-    if not runs:
-        return  # nothing ran: the checks of what it computes cannot run
-    _check_no_softmax(judge, runs[0][1])
-    if layers is not None:
-        _cnn_forward(judge, layers, runs)
-    _check_gradients_flow(judge, model, "MNISTCNN", runs[0][0])
-
-
-def _cnn_parameters(judge: Judge, model: nn.Module) -> list[torch.Tensor] | None:
-    """The six parameters in layer order, if their shapes are the ones asked for."""
-    params = list(model.parameters())
-    found = sorted(tuple(p.shape) for p in params)
-    wanted = sorted(s for _, w, b in CNN_LAYERS for s in (w, b))
-    described = "; ".join(f"{name}: weight {w}, bias {b}" for name, w, b in CNN_LAYERS)
-    if not judge.check("parameters", found == wanted, ARCHITECTURE.code,
-                       f"Your `MNISTCNN` has {len(params)} parameter tensors with shapes "
-                       f"{', '.join(shape(p) for p in params) or 'none'}. The layers asked for "
-                       f"have {described}. Check each layer's channels and kernel size, and "
-                       "that the linear layer takes 32·7·7 = 1568 inputs (two 2×2 poolings "
-                       "halve 28 twice)."):
-        return None
-    by_shape = {tuple(p.shape): p for p in params}
-    return [by_shape[s] for _, w, b in CNN_LAYERS for s in (w, b)]
-
-
-def _cnn_reference(p: list[torch.Tensor], x: torch.Tensor, relu: bool = True,
-                   pool: Callable[..., torch.Tensor] = F.max_pool2d) -> torch.Tensor:
-    act = F.relu if relu else (lambda h: h)
-    h = pool(act(F.conv2d(x, p[0], p[1], padding=1)), 2)
-    h = pool(act(F.conv2d(h, p[2], p[3], padding=1)), 2)
-    return h.flatten(1) @ p[4].T + p[5]
-
-
-def _cnn_forward(judge: Judge, layers: list[torch.Tensor],
-                 runs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    def same(variant: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-        with torch.no_grad():
-            return all(close(out, variant(x), 1e-4, 1e-4) for x, out in runs)
-
-    def reference(x: torch.Tensor) -> torch.Tensor:
-        return _cnn_reference(layers, x)
-
-    if any(same(v) for v in (reference, lambda x: torch.log_softmax(reference(x), 1),
-                             lambda x: torch.softmax(reference(x), 1))):
-        judge.check("forward", True)
-        return
-    if same(lambda x: _cnn_reference(layers, x, relu=False)):
-        message = ("Your model's output equals its layers without the ReLUs: add a ReLU after "
-                   "each convolution, or the two convolutions and the linear layer collapse "
-                   "into one linear function.")
-    elif same(lambda x: _cnn_reference(layers, x, pool=F.avg_pool2d)):
-        message = ("Your model averages each 2×2 block (`AvgPool2d`); the exercise asks for "
-                   "`MaxPool2d(2)`, which keeps the largest value.")
-    else:
-        x, out = runs[0]
-        with torch.no_grad():
-            expected = reference(x)
-        message = ("With your model's own parameters, Conv2d(1, 16, 3, padding=1) → ReLU → "
-                   "MaxPool2d(2) → Conv2d(16, 32, 3, padding=1) → ReLU → MaxPool2d(2) → flatten "
-                   f"→ Linear gives {first_values(expected[0])} for the first image, but your "
-                   f"model returned {first_values(out[0])}. Check the order of the layers, the "
-                   "padding of each convolution, and that each runs exactly once.")
-    judge.check("forward", False, ARCHITECTURE.code, message)

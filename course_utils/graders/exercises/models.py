@@ -27,17 +27,17 @@ DETACHED = Misconception("detached_result",
                          "result (loss or model output) is cut off from the autograd graph")
 
 
-def _runs_on(label: str) -> Check:
+def runs_on(label: str) -> Check:
     """The check that the model runs on ``label`` and returns one row per sample."""
     return Check(f"runs_on_{label.replace(' ', '_')}",
                  f"runs on {label} and returns one row of outputs per sample", lesson=True)
 
 
-SIMPLE_NN = Exercise("SimpleNN", [*MODULE_CHECKS, _runs_on("samples"), *MODEL_CHECKS],
+SIMPLE_NN = Exercise("SimpleNN", [*MODULE_CHECKS, runs_on("samples"), *MODEL_CHECKS],
                      [SHAPE, ARCHITECTURE, DETACHED])
 MNIST_MLP = Exercise(
     "MNISTMLP",
-    [*MODULE_CHECKS, _runs_on("images"), _runs_on("flattened images"),
+    [*MODULE_CHECKS, runs_on("images"), runs_on("flattened images"),
      Check("no_softmax", "returns logits, not probabilities"), *MODEL_CHECKS],
     [SHAPE, ARCHITECTURE,
      Misconception("softmax_in_model", "softmax inside the model instead of raw logits"),
@@ -65,24 +65,24 @@ def grade_mnist_mlp(judge: Judge, student: Any, *, data: str = "toy") -> None:
 def _grade_model(judge: Judge, student: Any, name: str, sizes: Sizes,
                  layouts: dict[str, list[torch.Tensor]]) -> None:
     """Judges the class, parameters, output shapes, what forward computes, and gradient flow."""
-    model = _instantiate(judge, student, name)
+    model = instantiate(judge, student, name)
     layers = _check_parameters(judge, model, name, sizes)
     runs: list[tuple[torch.Tensor, torch.Tensor]] = []
     for label, batches in layouts.items():
-        ran, shapes_ok = _check_output_shapes(judge, model, name, sizes[-1], label, batches)
+        ran, shapes_ok = check_output_shapes(judge, model, name, sizes[-1], label, batches)
         runs += ran
         if not shapes_ok:  # the same mistake would show again on the next layout
             break
     if not runs:
         return  # nothing ran: the checks of what it computes cannot run
     if sizes[-1] > 1:
-        _check_no_softmax(judge, runs[0][1])
+        check_no_softmax(judge, runs[0][1])
     if layers is not None:
         _check_forward(judge, layers, sizes, runs)
-    _check_gradients_flow(judge, model, name, runs[0][0])
+    check_gradients_flow(judge, model, name, runs[0][0])
 
 
-def _instantiate(judge: Judge, student: Any, name: str) -> nn.Module:
+def instantiate(judge: Judge, student: Any, name: str) -> nn.Module:
     """Judges "module": builds the student's model, or stops grading.
 
     It is judged once the model is built, so the untouched stub (which raises while being
@@ -142,7 +142,7 @@ def _check_parameters(judge: Judge, model: nn.Module, name: str,
     return layers
 
 
-def _check_output_shapes(judge: Judge, model: nn.Module, name: str, outputs: int, label: str,
+def check_output_shapes(judge: Judge, model: nn.Module, name: str, outputs: int, label: str,
                          batches: list[torch.Tensor]
                          ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], bool]:
     """Runs ``model(x)`` on each batch; judges "runs_on_<label>": every output is (N, outputs).
@@ -150,7 +150,7 @@ def _check_output_shapes(judge: Judge, model: nn.Module, name: str, outputs: int
     Returns:
         The ``(input, output)`` pairs up to the first failure, and False if a shape was wrong.
     """
-    check = _runs_on(label).name
+    check = runs_on(label).name
     runs = []
     for x in batches:
         # A copy, so a forward that changes its input in place cannot change the evidence.
@@ -175,7 +175,7 @@ def _check_output_shapes(judge: Judge, model: nn.Module, name: str, outputs: int
     return runs, True
 
 
-def _check_no_softmax(judge: Judge, out: torch.Tensor) -> None:
+def check_no_softmax(judge: Judge, out: torch.Tensor) -> None:
     row_sums = out.detach().sum(dim=1)
     probabilities = bool((out >= 0).all()) and close(row_sums, torch.ones_like(row_sums))
     judge.check("no_softmax", not probabilities, "softmax_in_model",
@@ -236,7 +236,7 @@ def _check_forward(judge: Judge, layers: list[Layer], sizes: Sizes,
     judge.check("forward", False, ARCHITECTURE.code, message)
 
 
-def _check_gradients_flow(judge: Judge, model: nn.Module, name: str, x: torch.Tensor) -> None:
+def check_gradients_flow(judge: Judge, model: nn.Module, name: str, x: torch.Tensor) -> None:
     with torch.enable_grad():
         ok, out = judge.attempt("gradients_flow", model, x.clone(),
                                 doing=f"running `{name}` on a batch of shape {shape(x)}")
