@@ -162,10 +162,11 @@ def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
     if not as_root:
         sandbox += ["--unshare-user"]
     sandbox += ["--proc", "/proc", "--dev", "/dev"]
+    # The private /tmp comes first: binds that follow may lie below it (a course, venv or
+    # grading folder under /tmp), and a tmpfs mounted after them would hide them.
     sandbox += _with_parents(
-        _system_mounts()
-        + ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", "/tmp", "--chmod", "1777", "/tmp"]
-        + _course_mounts() + _notebook_folder_mounts(folder, settings)
+        ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", "/tmp", "--chmod", "1777", "/tmp"]
+        + _system_mounts() + _course_mounts() + _notebook_folder_mounts(folder, settings)
         + ["--bind", private, private])
     sandbox += ["--chdir", folder, "--clearenv"]
     for name, value in _kernel_environment().items():
