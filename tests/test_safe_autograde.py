@@ -451,3 +451,22 @@ def test_autograde_stops_when_the_sandbox_cannot_start(tmp_path: Path) -> None:
     assert "Autograding stopped before grading anyone" in message
     assert "bwrap" in message and UNPROTECTED_SETTING in message
     assert not (course / "autograded").exists()
+
+
+def test_an_environment_under_tmp_stays_visible_in_the_sandbox(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    # A clone in /tmp puts the venv there too; the sandbox's private /tmp must not hide it.
+    from course_utils.sandbox import Sandbox, bwrap_command
+    environment = tmp_path / "venv"
+    environment.mkdir()
+    (environment / "marker").write_text("visible\n")
+    for path in (tmp_path, environment, environment / "marker"):
+        path.chmod(0o755)
+    monkeypatch.setattr(sys, "prefix", str(environment))
+    folder, private = tmp_path / "notebook", tmp_path / "private"
+    folder.mkdir()
+    private.mkdir()
+    command = bwrap_command(["cat", str(environment / "marker")], str(folder), str(private),
+                            Sandbox())
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout) == (0, "visible\n"), run.stderr
