@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import filecmp
 import os
+import time
 from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
 from jupyter_client import KernelClient
-from jupyter_core.utils import run_sync
+from jupyter_core.utils import ensure_async, run_sync
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.utils import find_all_files, setenv
 
 from course_utils.sandbox import SandboxedKernelManager, notebook_folder_files
 
+# Seconds a prepared kernel may take to start and import (nbclient's own startup limit).
+READY_TIMEOUT = 60
 # Run in each prepared kernel before its notebook: the imports every lesson starts with.
 PRELOAD = "import torch, matplotlib.pyplot, course_utils.graders"
 
@@ -42,6 +46,7 @@ class Prepared:
     files: dict[str, str]
     manager: SandboxedKernelManager
     client: KernelClient
+    preload: str  # the id of the message that asked for the imports
 
 
 def folder_files(coursedir: CourseDirectory, lesson: str, student: str,
@@ -62,7 +67,7 @@ def folder_files(coursedir: CourseDirectory, lesson: str, student: str,
                 return None
             if owner == "." and name in (keep_own or []):
                 continue
-            files[name] = path
+            files[name] = os.path.normpath(path)
     return dict(sorted(files.items()))
 
 
@@ -102,8 +107,8 @@ class KernelPool:
             run_sync(manager.start_kernel)(extra_arguments=self.extra_arguments, cwd=folder)
         client = manager.client()
         client.start_channels()
-        client.execute(PRELOAD, silent=True, store_history=False)
-        self._ready[folder] = Prepared(folder, kernel_name, files, manager, client)
+        preload = client.execute(PRELOAD, silent=True, store_history=False)
+        self._ready[folder] = Prepared(folder, kernel_name, files, manager, client, preload)
 
     def take(self, folder: str, kernel_name: str) -> SandboxedKernelManager | None:
         """The kernel prepared for ``folder``, if it fits what nbgrader is about to run there;
@@ -111,9 +116,12 @@ class KernelPool:
         prepared = self._ready.pop(os.path.abspath(folder), None)
         if prepared is None:
             return None
+        fits = prepared.kernel_name == kernel_name and _same_files(folder, prepared.files)
+        # The kernel is handed over once it has done its imports (it would be waited for
+        # anyway), so that no request of the pool's is left in flight.
+        answered = fits and run_sync(_answered)(prepared.client, prepared.preload)
         prepared.client.stop_channels()
-        if (prepared.kernel_name == kernel_name and _same_files(folder, prepared.files)
-                and run_sync(prepared.manager.is_alive)()):
+        if answered and run_sync(prepared.manager.is_alive)():
             return prepared.manager
         _shut_down(prepared.manager)
         return None
@@ -124,6 +132,19 @@ class KernelPool:
             prepared.client.stop_channels()
             _shut_down(prepared.manager)
         self._ready.clear()
+
+
+async def _answered(client: KernelClient, msg_id: str) -> bool:
+    """Whether the kernel answered the request ``msg_id`` within ``READY_TIMEOUT``."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    try:
+        while True:
+            reply = await ensure_async(client.get_shell_msg(
+                timeout=max(0.0, deadline - time.monotonic())))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return True
+    except Empty:
+        return False
 
 
 def _shut_down(manager: SandboxedKernelManager) -> None:
