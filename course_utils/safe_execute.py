@@ -71,6 +71,7 @@ class SafeExecute(Execute):
             km = kernel_pool.take(folder, self.kernel_name or
                                   nb.metadata.get("kernelspec", {}).get("name", "python"))
             if km is not None:
+                # The words course_utils.grading_progress counts.
                 self.log.info("Running %s in its kernel started ahead", folder)
                 try:
                     return super().preprocess(nb, resources, km=km)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,12 +19,19 @@ import textwrap
 from collections import deque
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from course_utils import grading_worker, kernel_pool, parallel_grade
 from course_utils.grading_jobs import Job, Result, failure_reason, find_jobs
 from course_utils.grading_progress import Progress
 from course_utils.sandbox import missing
+from simulated_class import make_course, run_nbgrader
+from test_instructor_workflow import gradebook_cells
+from test_safe_autograde import (LEAK, LESSON, PROTECTED_FILES, SECRET, HostileClass, digest,
+                                 hostile_class)
+
+__all__ = ["hostile_class"]  # the serial hostile class, a fixture shared with its own tests
 
 NOT_JSON = """\
 [AutogradeApp | ERROR] There was an error processing assignment: /c/submitted/eve/02_loss
@@ -118,8 +127,8 @@ def test_progress_counts_done_and_failed_and_estimates_the_time_left() -> None:
     assert summary[:2] == ["02_loss al: graded in 30.0 s",
                            "06_epoch_loss al: already autograded, skipped (add --force to "
                            "grade again)"]
-    assert summary[-1].startswith("2 of 3 submissions done in 90 s with 2 grading processes; "
-                                  "1 FAILED")
+    assert summary[-1] == ("2 of 3 submissions done in 90 s with 2 grading processes, "
+                           "0 in kernels started ahead; 1 FAILED.")
 
 
 class FakeProcess:
@@ -318,3 +327,41 @@ def test_concurrent_gradebook_writers_lose_nothing(tmp_path: Path) -> None:
                                                 student).auto_score for student in students}
     assert scores == {student: rounds - 1 for student in students}
     assert sqlite3.connect(db).execute("pragma integrity_check").fetchone() == ("ok",)
+
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")
+def test_the_hostile_class_gets_the_serial_scores_and_nothing_more(
+        hostile_class: HostileClass, tmp_path: Path) -> None:
+    """The hostile class of test_safe_autograde.py, graded again by the course grader (two
+    processes, kernels started ahead): serial nbgrader's per-cell scores, no leak, no course
+    file changed."""
+    course = make_course(tmp_path / "course")
+    assert run_nbgrader(course, "generate_assignment", LESSON).returncode == 0
+    shutil.copytree(hostile_class.course / "submitted", course / "submitted")
+    before = {name: digest(course / name) for name in PROTECTED_FILES}
+    os.environ["COURSE_TEST_SECRET"] = SECRET
+    try:
+        run = subprocess.run([sys.executable, "-m", "course_utils.parallel_grade", LESSON,
+                              "--workers", "2", "--Execute.timeout=60"], cwd=course,
+                             env=parallel_grade.nbgrader_environment(), capture_output=True,
+                             text=True, timeout=3600)
+    finally:
+        del os.environ["COURSE_TEST_SECRET"]
+    ahead = int(re.search(r"(\d+) in kernels started ahead", run.stdout).group(1))
+    assert ahead >= len(list((course / "submitted").iterdir())) - 2, run.stdout
+
+    parallel = gradebook_cells(course / "gradebook.db")
+    assert parallel.keys() == hostile_class.cells.keys()
+    for key, cell in parallel.items():
+        serial = hostile_class.cells[key]
+        assert (cell.auto_score, cell.needs_manual_grade) == \
+            (serial.auto_score, serial.needs_manual_grade), key
+    assert {name: digest(course / name) for name in PROTECTED_FILES} == before
+    for notebook in (course / "autograded").glob(f"*/{LESSON}/{LESSON}.ipynb"):
+        shown = "\n".join(str(cell.outputs) for cell in nbformat.read(notebook, 4).cells
+                          if cell.cell_type == "code")
+        student = notebook.parents[1].name
+        assert (LEAK in shown) <= (LEAK in hostile_class.outputs(student)), student
+        assert SECRET not in shown, student
