@@ -51,6 +51,23 @@ def find_jobs(course: Path, lessons: list[str] | None = None,
                   key=lambda job: (job.lesson, job.student))
 
 
+def part_of(jobs: list[Job], part: int, parts: int) -> list[Job]:
+    """The jobs of part ``part`` (from 1) of ``parts``, split by student: each student's
+    submissions all in one part, so that machines sharing one gradebook never add the same
+    student.
+
+    Example:
+        >>> jobs = [Job("02_loss", s) for s in ("al", "bea", "cy")]
+        >>> [job.student for job in part_of(jobs, 1, 2)], [job.student for job in part_of(jobs, 2, 2)]
+        (['al', 'cy'], ['bea'])
+    """
+    if not 1 <= part <= parts:
+        raise ValueError(f"part {part} of {parts}: the part must be between 1 and {parts}")
+    students = sorted({job.student for job in jobs})
+    mine = set(students[part - 1::parts])
+    return [job for job in jobs if job.student in mine]
+
+
 def failure_reason(output: str) -> str:
     """The most telling line of a failed autograde: its last exception, else its last error.
 

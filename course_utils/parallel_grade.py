@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from course_utils.grading_jobs import Job, Result, find_jobs
+from course_utils.grading_jobs import Job, Result, find_jobs, part_of
 from course_utils.grading_progress import Progress
 from course_utils.sandbox import enabled_for, missing, unavailable_message
 
@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="grading processes (default: one per core, %(default)s)")
     parser.add_argument("--retries", type=int, default=2,
                         help="extra attempts after 'database is locked' (default: %(default)s)")
+    parser.add_argument("--part", default="1/1", metavar="I/N",
+                        help="grade only part I of N, split by student: for N machines "
+                             "sharing one gradebook on a database server (default: all)")
     parser.add_argument("--course", type=Path, default=Path("."),
                         help="nbgrader course directory (default: current directory)")
     args, nbgrader_args = parser.parse_known_args(argv)
@@ -205,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(unavailable_message(problem), file=sys.stderr)
         return 2
-    jobs = find_jobs(args.course, args.lessons, args.student)
+    try:
+        part, parts = (int(n) for n in args.part.split("/"))
+        jobs = part_of(find_jobs(args.course, args.lessons, args.student), part, parts)
+    except ValueError as error:
+        parser.error(f"--part {args.part}: {error}")
     if not jobs:
         print("No submissions found under submitted/<student>/<lesson>/.", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ import nbformat
 import pytest
 
 from course_utils import grading_worker, kernel_pool, parallel_grade
-from course_utils.grading_jobs import Job, Result, failure_reason, find_jobs
+from course_utils.grading_jobs import Job, Result, failure_reason, find_jobs, part_of
 from course_utils.grading_progress import Progress
 from course_utils.sandbox import missing
 from simulated_class import make_course, run_nbgrader
@@ -52,6 +52,21 @@ def test_find_jobs_lists_submissions_lesson_by_lesson(tmp_path: Path) -> None:
                                    Job("06_epoch_loss", "bea")]
     assert find_jobs(tmp_path, ["06_epoch_loss"]) == [Job("06_epoch_loss", "bea")]
     assert find_jobs(tmp_path, students=["al"]) == [Job("02_loss", "al")]
+
+
+def test_parts_split_the_class_by_student_for_several_machines(tmp_path: Path) -> None:
+    jobs = [Job(lesson, student) for lesson in ("02_loss", "06_epoch_loss")
+            for student in ("al", "bea", "cy", "dee", "eve")]
+    parts = [part_of(jobs, part, 3) for part in (1, 2, 3)]
+    assert sorted((job for part in parts for job in part), key=jobs.index) == jobs
+    students = [{job.student for job in part} for part in parts]
+    assert students == [{"al", "dee"}, {"bea", "eve"}, {"cy"}]  # disjoint, both lessons each
+    with pytest.raises(ValueError, match="between 1 and 3"):
+        part_of(jobs, 4, 3)
+    with pytest.raises(SystemExit) as stopped:  # the command line says what is wrong
+        parallel_grade.main(["--part", "0/2", "--course", str(tmp_path),
+                             "--Sandbox.enabled=False"])
+    assert stopped.value.code == 2
 
 
 def test_failure_reason_is_the_last_exception_or_error() -> None:
