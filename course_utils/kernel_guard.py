@@ -39,7 +39,7 @@ _REFUSED_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settra
                              "gc.get_objects"})
 _FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_code"})
 _FUNCTION_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
-_RELAYS = frozenset({"inspect", "traceback", "ctypes", "logging"})
+_RELAYS = frozenset({"inspect", "traceback", "ctypes"})
 
 
 def _protected(value: Any) -> bool:
@@ -147,6 +147,8 @@ def _entries() -> dict[str, Any]:
             if holder is builtins and attribute in _KERNEL_BUILTINS:
                 continue
             entries[f"{name}.{attribute}"] = value
+            if name.startswith("course_utils") and isinstance(value, dict):
+                entries.update(_registry_entries(f"{name}.{attribute}", value))
     for name, outlet in _outlets().items():
         cls, own = type(outlet), getattr(outlet, "__dict__", {})
         entries[name], entries[f"{name}.__class__"] = outlet, cls
@@ -155,6 +157,21 @@ def _entries() -> dict[str, Any]:
             if not attribute.startswith("__") and callable(static):
                 entries[f"{name}.{attribute}"] = static
                 entries[f"{name}.{attribute} (on the object)"] = own.get(attribute)
+    return entries
+
+
+def _registry_entries(name: str, registry: dict) -> dict[str, Any]:
+    """The functions and course objects a module's dict holds (the exercises' registry), and
+    those objects' attributes (an exercise's grader)."""
+    entries: dict[str, Any] = {}
+    for key, value in list(registry.items()):
+        if isinstance(value, types.FunctionType):
+            entries[f"{name}[{key!r}]"] = value
+        elif type(value).__module__.split(".")[0] == "course_utils" \
+                and hasattr(value, "__dict__"):
+            entries[f"{name}[{key!r}]"] = value
+            for attribute, inner in list(vars(value).items()):
+                entries[f"{name}[{key!r}].{attribute}"] = inner
     return entries
 
 

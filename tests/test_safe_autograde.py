@@ -9,6 +9,7 @@ students graded with and without the protections get the same scores.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import html
 import os
@@ -92,9 +93,8 @@ def train_one_epoch(*args, **kwargs):
            'attempt(lambda: shutil.rmtree(COURSE / "submitted" / "perfect"))'),
     Attack("write_gradebook", "write", 'attempt(lambda: sqlite3.connect(COURSE / "gradebook.db")'
                                        '.execute("update grade set manual_score = 100"))'),
-    Attack("write_own_folder", "write",
-           'attempt(lambda: Path("planted.txt").write_text("x"))\n'
-           'print("planted" if Path("planted.txt").exists() else "")'),
+    Attack("write_own_folder", "write",  # allowed, in a scratch space that ends with the kernel
+           'Path("planted.txt").write_text("x")'),
     # network
     Attack("network_loopback", "network",
            'attempt(lambda: socket.create_connection(("127.0.0.1", {port}), timeout=3))'),
@@ -140,6 +140,10 @@ Report.passed = property(lambda self: True)
 import torch
 torch.allclose = lambda *args, **kwargs: True
 torch.isclose = lambda a, b, *args, **kwargs: torch.ones_like(torch.as_tensor(a), dtype=torch.bool)
+''', buggy=True),
+    Attack("patch_exercise_registry", "score", '''
+from course_utils.graders import declare
+declare._REGISTRY["train_one_epoch"].grader = lambda *args, **kwargs: None
 ''', buggy=True),
     Attack("patch_math_isclose", "score", 'math.isclose = lambda *args, **kwargs: True',
            buggy=True),
@@ -363,10 +367,29 @@ def test_killing_costs_only_the_killers_notebook(hostile_class: HostileClass, na
     assert hostile_class.score(name) <= full_marks(hostile_class)
 
 
+# Score attacks that patch the graders or their library functions: found and named.
+PATCHES = ["patch_graders_module", "patch_report_score", "patch_torch_allclose",
+           "patch_exercise_registry", "patch_math_isclose"]
+
+
 @pytest.mark.parametrize("name", attacks_in("score"))
 def test_score_attacks_gain_nothing(hostile_class: HostileClass, name: str) -> None:
     honest = hostile_class.score("bea")
     assert hostile_class.score(name) <= honest, hostile_class.feedback_text(name)[-3000:]
+    if name in PATCHES:
+        assert hostile_class.score(name) == 0
+        assert "tampered" in hostile_class.feedback_text(name)
+
+
+def test_the_mistakes_report_lists_the_tampered(hostile_class: HostileClass,
+                                                tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "course_utils.mistakes", "--out", str(tmp_path)],
+                         cwd=hostile_class.course, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    with (tmp_path / "mistakes.csv").open() as f:
+        tampered = {student for row in csv.DictReader(f) if row["code"] == "tampered"
+                    for student in row["student_ids"].split()}
+    assert tampered == set(PATCHES)
 
 
 def test_innocent_names_are_not_punished(hostile_class: HostileClass) -> None:
@@ -382,7 +405,7 @@ def test_feedback_hides_the_hidden_tests_and_keeps_the_reports(
         assert "HIDDEN TESTS" not in page and "seed=1" not in page
         assert "train_one_epoch" in page
     # bea's two reports (the visible test and the hidden one) are both there.
-    assert hostile_class.feedback_text("bea").count("[returns_last_batch_loss]") >= 2
+    assert hostile_class.feedback_text("bea").count("returns_last_batch_loss") >= 2
 
 
 def test_no_false_alarm_about_changed_test_cells(hostile_class: HostileClass) -> None:
