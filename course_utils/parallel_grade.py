@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import io
 import multiprocessing
 import os
 import sys
@@ -36,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from course_utils.grading_jobs import Job, Result, find_jobs, part_of
 from course_utils.grading_progress import Progress
@@ -92,12 +93,12 @@ class _Worker:
     process: Any
     connection: Connection
     holds: list[Job] = field(default_factory=list)
-    graded: int = 0
+    ended: bool = False  # its end of the connection is closed
 
 
-def _start_worker(context: Any, course: Path, nbgrader_args: list[str],
-                  environment: dict[str, str], retries: int) -> _Worker:
-    from course_utils.grading_worker import serve
+def _start_worker(context: Any, serve: Callable[..., None], course: Path,
+                  nbgrader_args: list[str], environment: dict[str, str],
+                  retries: int) -> _Worker:
     ours, theirs = context.Pipe()
     process = context.Process(target=serve, daemon=True, name="course-grader",
                               args=(theirs, course.resolve(), nbgrader_args, environment,
@@ -107,55 +108,69 @@ def _start_worker(context: Any, course: Path, nbgrader_args: list[str],
     return _Worker(process, ours)
 
 
+def _answer(worker: _Worker, waiting: deque[Job], results: dict[Job, Result],
+            progress: Progress) -> None:
+    """Reads everything ``worker`` sent: hands out the next submission to each request and
+    records each result."""
+    while not worker.ended and worker.connection.poll():
+        try:
+            kind, result = worker.connection.recv()
+        except (EOFError, OSError):
+            worker.ended = True
+            return
+        if kind == "want":
+            job = waiting.popleft() if waiting else None
+            worker.connection.send(job)
+            if job is not None:
+                worker.holds.append(job)
+        else:
+            worker.holds.remove(result.job)
+            results[result.job] = result
+            progress.add(result)
+
+
 def grade_class(course: Path, jobs: list[Job], workers: int | None = None,
                 nbgrader_args: list[str] | None = None, retries: int = 2,
-                echo: bool = True) -> list[Result]:
-    """Autogrades ``jobs`` with ``workers`` grading processes (default: one per core).
+                echo: bool = True, serve: Callable[..., None] | None = None) -> list[Result]:
+    """Autogrades ``jobs`` with ``workers`` grading processes (default: one per core), each
+    running ``serve`` (default: ``course_utils.grading_worker.serve``).
 
     Example:
         >>> results = grade_class(Path("."), find_jobs(Path("."), ["02_loss"]))  # doctest: +SKIP
     """
+    if serve is None:
+        from course_utils.grading_worker import serve
     workers = max(1, min(workers or available_cores(), len(jobs) or 1))
     args = list(nbgrader_args or [])
     environment = nbgrader_environment(workers)
     # Spawned, not forked: a grading process starts without this one's threads and state.
     context = multiprocessing.get_context("spawn")
-    pool = [_start_worker(context, course, args, environment, retries) for _ in range(workers)]
-    progress = Progress(len(jobs), stream=sys.stdout if echo else open(os.devnull, "w"))
+
+    def start() -> _Worker:
+        return _start_worker(context, serve, course, args, environment, retries)
+
+    pool = [start() for _ in range(workers)]
+    progress = Progress(len(jobs), stream=sys.stdout if echo else io.StringIO())
     results: dict[Job, Result] = {}
     os.environ["PATH"] = environment["PATH"]
     try:
         add_students(course, {job.student for job in jobs}, args)
         waiting = deque(jobs)
         while len(results) < len(jobs):
-            live = [w for w in pool if w.process.is_alive() or w.connection.poll()]
-            if not live:
+            if not pool:
                 for job in waiting:
                     results[job] = Result(job, "failed", 0.0, 0,
                                           "no grading process could start (see the errors above)")
                 break
-            ready = wait([w.connection for w in live] + [w.process.sentinel for w in live],
-                         timeout=1.0)
-            for worker in live:
-                while worker.connection in ready and worker.connection.poll():
-                    try:
-                        kind, result = worker.connection.recv()
-                    except (EOFError, OSError):
-                        break
-                    if kind == "want":
-                        job = waiting.popleft() if waiting else None
-                        worker.connection.send(job)
-                        if job is not None:
-                            worker.holds.append(job)
-                    else:
-                        worker.holds.remove(result.job)
-                        worker.graded += 1
-                        results[result.job] = result
-                        progress.add(result)
-                if not worker.process.is_alive() and not worker.connection.poll():
+            wait([w.connection for w in pool] + [w.process.sentinel for w in pool],
+                 timeout=1.0)
+            for worker in list(pool):
+                _answer(worker, waiting, results, progress)
+                if worker.ended or not worker.process.is_alive():
+                    _answer(worker, waiting, results, progress)  # what it sent before it ended
+                    worker.process.join(timeout=30)
                     pool.remove(worker)
-                    _replace(worker, pool, waiting, results, progress,
-                             lambda: _start_worker(context, course, args, environment, retries))
+                    _replace(worker, pool, waiting, results, progress, start)
             progress.tick()
     finally:
         for worker in pool:

@@ -168,6 +168,21 @@ def test_a_lost_grading_process_costs_only_the_submission_it_was_grading() -> No
     assert pool == ["new"]
 
 
+def test_a_grading_process_that_dies_costs_only_its_submission(tmp_path: Path) -> None:
+    from grading_doubles import grade_instantly_but_die_on_crash
+
+    students = ["al", "bea", "crash", "dee", "eve", "fay", "gus"]
+    jobs = [Job("02_loss", student) for student in students]
+    results = parallel_grade.grade_class(tmp_path, jobs, workers=2, echo=False,
+                                         serve=grade_instantly_but_die_on_crash)
+    assert [result.job for result in results] == jobs
+    outcome = {result.job.student: result.status for result in results}
+    assert outcome == {student: "failed" if student == "crash" else "graded"
+                       for student in students}
+    assert "ended unexpectedly (exit code 3)" in results[2].reason
+    assert (tmp_path / "gradebook.db").exists()  # the students were added up front
+
+
 def course_with_files(tmp_path: Path) -> tuple[Path, object]:
     """A course directory where bea handed in a data file and the instructor ships one."""
     from nbgrader.coursedir import CourseDirectory
