@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from nbgrader.api import Gradebook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from course_utils.grading_jobs import failure_reason  # noqa: E402
 from course_utils.kernel_pool import PRELOAD  # noqa: E402
 from course_utils.parallel_grade import available_cores, find_jobs, grade_class  # noqa: E402
 from simulated_class import STUDENTS, make_course, run_nbgrader, write_submission  # noqa: E402
@@ -70,8 +72,11 @@ def serial(course: Path, lessons: list[str], options: list[str]) -> float:
     start = time.perf_counter()
     for lesson in lessons:
         run = run_nbgrader(course, "autograde", lesson, *options)
-        if run.returncode != 0:
-            raise RuntimeError(f"nbgrader autograde {lesson} failed:\n{run.stderr[-3000:]}")
+        if run.returncode != 0:  # reported, and its scores compared as they are
+            failed = re.findall(r"error processing assignment '[^']+' for student '([^']+)'",
+                                run.stderr)
+            print(f"nbgrader autograde {lesson} failed for {failed}: "
+                  f"{failure_reason(run.stderr)}", file=sys.stderr, flush=True)
     return time.perf_counter() - start
 
 
@@ -81,9 +86,10 @@ def course_grader(course: Path, lessons: list[str], workers: int, options: list[
     start = time.perf_counter()
     results = grade_class(course, jobs, workers, nbgrader_args=options, echo=False)
     seconds = time.perf_counter() - start
-    failed = [r for r in results if r.status != "graded"]
-    if failed:
-        raise RuntimeError(f"the course grader failed: {failed[0].job}: {failed[0].reason}")
+    for result in results:
+        if result.status != "graded":  # reported, and its scores compared as they are
+            print(f"course grader: {result.job} {result.status}: {result.reason}",
+                  file=sys.stderr, flush=True)
     return seconds
 
 
