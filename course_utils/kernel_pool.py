@@ -33,8 +33,23 @@ from course_utils.sandbox import SandboxedKernelManager, notebook_folder_files
 
 # Seconds a prepared kernel may take to start and import (nbclient's own startup limit).
 READY_TIMEOUT = 60
-# Run in each prepared kernel before its notebook: the imports every lesson starts with.
-PRELOAD = "import torch, matplotlib.pyplot, course_utils.graders"
+# Run in each prepared kernel before its notebook: the imports every lesson starts with, and
+# the first figure, backward pass and optimizer step, whose one-time set-up (fonts, PNG
+# writer, autograd engine, the optimizers' compiler hooks) would otherwise fall into the notebook's time. It leaves no name behind,
+# draws no random number and touches no pyplot state (the figure is not pyplot's).
+PRELOAD = """\
+import io as __course_io, torch, matplotlib.pyplot, course_utils.graders
+from matplotlib.figure import Figure as __course_Figure
+__course_figure = __course_Figure()
+__course_figure.add_subplot().plot([0, 1], [1, 0], label="$x^2$")
+__course_figure.legend()
+__course_figure.savefig(__course_io.BytesIO(), format="png")
+__course_x = torch.nn.Parameter(torch.ones(2, 2))
+(__course_x @ __course_x).sum().backward()
+torch.optim.SGD([__course_x], lr=0.1).step()
+del __course_io, __course_Figure, __course_figure, __course_x, torch, matplotlib
+del course_utils
+"""
 
 
 @dataclass

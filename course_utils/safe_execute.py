@@ -76,6 +76,9 @@ class SafeExecute(Execute):
                 try:
                     return super().preprocess(nb, resources, km=km)
                 finally:
+                    # Every output is in: stopping the kernel at once spares the notebook
+                    # the seconds of a graceful shutdown (its sandbox goes with it).
+                    self.shutdown_kernel = "immediate"
                     self._cleanup_kernel()
         return super().preprocess(nb, resources, km=km)
 
