@@ -137,7 +137,7 @@ def _entries() -> dict[str, Any]:
     for name, holder in _watched().items():
         entries[name] = holder
         if isinstance(holder, type):
-            entries[f"{name} (its attribute names)"] = tuple(sorted(vars(holder)))
+            entries[f"{name}{_NAMES}"] = tuple(sorted(vars(holder)))
             for attribute, value in list(vars(holder).items()):
                 entries[f"{name}.{attribute}"] = value
             continue
@@ -205,7 +205,20 @@ def _library_wrapper(value: Any, original: int) -> bool:
     return False
 
 
+def _student_made(value: Any) -> bool:
+    """True for a callable the notebook wrote (libraries add methods to classes lazily)."""
+    for inner in ("fget", "__func__"):
+        if isinstance(value, (property, classmethod, staticmethod)):
+            value = getattr(value, inner, value)
+    code = getattr(value, "__code__", None)
+    if code is not None:
+        return not code.co_filename.startswith(_LIBRARIES)
+    return callable(value) and type(value).__module__.split(".")[0] not in (
+        "builtins", "torch", "numpy")
+
+
 _BASELINE: dict[str, tuple[int, ...]] = {}
+_NAMES = " (its attribute names)"
 
 
 def baseline() -> None:
@@ -216,11 +229,19 @@ def baseline() -> None:
 
 
 def changed() -> list[str]:
-    """The watched names replaced or removed since ``baseline()``, sorted."""
+    """The watched names replaced or removed since ``baseline()``, and the methods the
+    notebook added to watched classes, sorted."""
     now = _entries()
-    return sorted(name for name, identity in _BASELINE.items()
-                  if name not in now or (_identity(now[name]) != identity
-                                         and not _library_wrapper(now[name], identity[0])))
+    found = [name for name, identity in _BASELINE.items() if not name.endswith(_NAMES)
+             and (name not in now or (_identity(now[name]) != identity
+                                      and not _library_wrapper(now[name], identity[0])))]
+    for name, identity in _BASELINE.items():
+        cls = now.get(name[:-len(_NAMES)]) if name.endswith(_NAMES) else None
+        if isinstance(cls, type) and _identity(now[name]) != identity:
+            found += [f"{name[:-len(_NAMES)]}.{attribute}" for attribute, value
+                      in list(vars(cls).items()) if f"{name[:-len(_NAMES)]}.{attribute}"
+                      not in _BASELINE and _student_made(value)]
+    return sorted(found)
 
 
 def main() -> None:

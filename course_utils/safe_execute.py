@@ -1,5 +1,4 @@
-"""nbgrader's ``Execute`` for untrusted notebooks: sandboxed kernels and scores student code
-cannot raise.
+"""nbgrader's ``Execute`` for untrusted notebooks: sandboxed kernels, trusted test-cell scores.
 
 For each notebook, ``SafeExecute`` (nbgrader's process, trusted):
 

@@ -14,7 +14,6 @@ import hashlib
 import html
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -241,6 +240,8 @@ def digest(path: Path) -> str:
 
 @dataclass
 class HostileClass:
+    """The hostile class after autograding and feedback, and what it left behind."""
+
     course: Path
     autograde: subprocess.CompletedProcess[str]
     feedback: subprocess.CompletedProcess[str]
