@@ -1,15 +1,24 @@
-"""Autograde a class faster: several ``nbgrader autograde <lesson> --student <id>`` at once.
+"""Autograde a class fast: long-lived grading processes, each grading one submission after
+another in sandboxed kernels started before they are needed, all into the one gradebook.
 
-Each (lesson, student) submission is graded by its own nbgrader process, all writing to the
-course's one gradebook. SQLite makes that safe: every write is a transaction that locks the
-database file, so concurrent writers are serialised and none can corrupt another's rows (on a
-local disk; SQLite's locks are unreliable on network file systems). nbgrader commits after
-each grade, so a lock is held for milliseconds while a notebook runs for seconds; a writer that
+Each grading process (``course_utils.grading_worker``) loads nbgrader and the course's
+configuration once and grades each (lesson, student) submission with nbgrader's own
+``Autograde`` converter, exactly as ``nbgrader autograde LESSON --student ID`` would: the same
+preprocessors, the same sandbox and its limits, the same trusted scores. While it grades one
+submission, the kernel of its next one is already starting, in that submission's own sandbox,
+and importing torch, matplotlib and the graders (``course_utils.kernel_pool``). A kernel serves
+one notebook only.
+
+All processes write into the course's one gradebook. SQLite makes that safe: every write is
+a transaction that locks the database file, so concurrent writers are serialised (on a local
+disk; SQLite's locks are unreliable on network file systems). nbgrader commits after each
+grade, so a lock is held for milliseconds while a notebook runs for seconds; a writer that
 finds the file locked waits up to SQLite's busy timeout (5 s) before nbgrader gives up with
 "database is locked". Should that ever happen, the submission is simply graded again:
 autograding one submission is idempotent. The only real race is creating the same new student
 from two processes at once (a UNIQUE constraint error), so every student is added to the
-gradebook once, up front, before the workers start.
+gradebook once, up front, before grading starts. A grading process that dies costs only the
+submission it was grading; a new one takes over the rest.
 
 Example:
     $ python -m course_utils.parallel_grade 02_loss 06_epoch_loss --workers 2
@@ -19,59 +28,24 @@ Example:
 from __future__ import annotations
 
 import argparse
+import io
+import multiprocessing
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Any, Callable
 
+from course_utils.grading_jobs import Job, Result, find_jobs, part_of
+from course_utils.grading_progress import Progress
 from course_utils.sandbox import enabled_for, missing, unavailable_message
 
-# Transient database errors after which grading the submission again is right.
-_RETRY_ON = ("database is locked",)
-# The last exception line nbgrader printed, e.g. "nbformat.reader.NotJSONError: Notebook ...".
-_EXCEPTION = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$")
+__all__ = ["Job", "Result", "find_jobs", "grade_class", "main"]
+
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One submission to autograde."""
-
-    lesson: str
-    student: str
-
-
-@dataclass
-class Result:
-    """How autograding one submission went."""
-
-    job: Job
-    status: str  # "graded", "skipped" (already autograded) or "failed"
-    seconds: float
-    attempts: int
-    reason: str = ""
-    output: str = ""
-
-
-def find_jobs(course: Path, lessons: list[str] | None = None,
-              students: list[str] | None = None) -> list[Job]:
-    """Every submission under ``submitted/<student>/<lesson>/``, lesson by lesson.
-
-    Example:
-        >>> find_jobs(Path("."), ["02_loss"], ["bea"])  # doctest: +SKIP
-        [Job(lesson='02_loss', student='bea')]
-    """
-    found = [Job(path.name, path.parent.name)
-             for path in (course / "submitted").glob("*/*") if path.is_dir()]
-    return sorted((job for job in found
-                   if (not lessons or job.lesson in lessons)
-                   and (not students or job.student in students)),
-                  key=lambda job: (job.lesson, job.student))
 
 
 def available_cores() -> int:
@@ -82,8 +56,8 @@ def available_cores() -> int:
 
 
 def nbgrader_environment(workers: int = 1) -> dict[str, str]:
-    """The environment for nbgrader processes: this Python's scripts first on ``PATH`` (nbgrader
-    runs ``alembic`` from there to set up a new gradebook) and, for several workers, the cores
+    """The environment for grading: this Python's scripts first on ``PATH`` (nbgrader runs
+    ``alembic`` from there to set up a new gradebook) and, for several workers, the cores
     shared out among their kernels: PyTorch processes that each use every core slow each other
     down."""
     env = dict(os.environ)
@@ -95,101 +69,152 @@ def nbgrader_environment(workers: int = 1) -> dict[str, str]:
     return env
 
 
-def add_students(course: Path, students: set[str], env: dict[str, str]) -> None:
-    """Adds the students to the gradebook in one nbgrader call (existing ones are unchanged)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as roster:
-        roster.write("id\n" + "".join(f"{student}\n" for student in sorted(students)))
+def add_students(course: Path, students: set[str], nbgrader_args: list[str]) -> None:
+    """Adds the students to the gradebook at once (existing ones are unchanged)."""
+    from nbgrader.api import Gradebook
+    from nbgrader.apps import AutogradeApp
+
+    app = AutogradeApp()
+    here = os.getcwd()
+    os.chdir(course)
     try:
-        subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "import", roster.name,
-                        "--log-level=WARN"], cwd=course, env=env, check=True,
-                       capture_output=True, text=True)
-    except subprocess.CalledProcessError as error:
-        raise RuntimeError(f"Could not add the students to the gradebook:\n{error.stderr}")
+        app.initialize(list(nbgrader_args))
+        with Gradebook(app.coursedir.db_url, app.coursedir.course_id) as gradebook:
+            for student in sorted(students):
+                gradebook.update_or_create_student(student)
     finally:
-        os.unlink(roster.name)
+        os.chdir(here)
 
 
-def failure_reason(output: str) -> str:
-    """The most telling line of a failed nbgrader run: its last exception, else its last error.
+@dataclass
+class _Worker:
+    """A grading process, the connection to it, and the submissions it holds."""
 
-    Example:
-        >>> failure_reason("[AutogradeApp | ERROR] ...\\n  ValueError: bad\\n")
-        'ValueError: bad'
-    """
-    lines = output.splitlines()
-    for line in reversed(lines):
-        match = _EXCEPTION.match(line)
-        if match:
-            return f"{match.group(1)}: {match.group(2)}"
-    errors = [line.split("]", 1)[-1].strip() for line in lines if "| ERROR]" in line]
-    return errors[-1] if errors else "nbgrader exited with an error"
+    process: Any
+    connection: Connection
+    holds: list[Job] = field(default_factory=list)
+    ended: bool = False  # its end of the connection is closed
 
 
-def autograde(course: Path, job: Job, nbgrader_args: list[str], env: dict[str, str],
-              retries: int = 2) -> Result:
-    """Runs ``nbgrader autograde`` for one submission, again on a transient database error."""
-    command = [sys.executable, "-m", "nbgrader", "autograde", job.lesson,
-               "--student", job.student, *nbgrader_args]
-    start = time.perf_counter()
-    for attempt in range(1, retries + 2):
-        run = subprocess.run(command, cwd=course, env=env, capture_output=True, text=True)
-        output = run.stdout + run.stderr
-        if run.returncode == 0 or not any(text in output for text in _RETRY_ON):
-            break
-    seconds = time.perf_counter() - start
-    if run.returncode != 0:
-        return Result(job, "failed", seconds, attempt, failure_reason(output), output)
-    status = "skipped" if "Skipping existing assignment" in output else "graded"
-    return Result(job, status, seconds, attempt, output=output)
+def _start_worker(context: Any, serve: Callable[..., None], course: Path,
+                  nbgrader_args: list[str], environment: dict[str, str],
+                  retries: int) -> _Worker:
+    ours, theirs = context.Pipe()
+    process = context.Process(target=serve, daemon=True, name="course-grader",
+                              args=(theirs, course.resolve(), nbgrader_args, environment,
+                                    retries))
+    process.start()
+    theirs.close()
+    return _Worker(process, ours)
+
+
+def _answer(worker: _Worker, waiting: deque[Job], results: dict[Job, Result],
+            progress: Progress) -> None:
+    """Reads everything ``worker`` sent: hands out the next submission to each request and
+    records each result."""
+    while not worker.ended and worker.connection.poll():
+        try:
+            kind, result = worker.connection.recv()
+        except (EOFError, OSError):
+            worker.ended = True
+            return
+        if kind == "want":
+            job = waiting.popleft() if waiting else None
+            worker.connection.send(job)
+            if job is not None:
+                worker.holds.append(job)
+        else:
+            worker.holds.remove(result.job)
+            results[result.job] = result
+            progress.add(result)
 
 
 def grade_class(course: Path, jobs: list[Job], workers: int | None = None,
                 nbgrader_args: list[str] | None = None, retries: int = 2,
-                echo: bool = True) -> list[Result]:
-    """Autogrades ``jobs`` with ``workers`` nbgrader processes at once (default: one per core).
+                echo: bool = True, serve: Callable[..., None] | None = None) -> list[Result]:
+    """Autogrades ``jobs`` with ``workers`` grading processes (default: one per core), each
+    running ``serve`` (default: ``course_utils.grading_worker.serve``).
 
     Example:
         >>> results = grade_class(Path("."), find_jobs(Path("."), ["02_loss"]))  # doctest: +SKIP
     """
-    workers = workers or available_cores()
-    env = nbgrader_environment(workers)
-    add_students(course, {job.student for job in jobs}, env)
-    results = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(autograde, course, job, list(nbgrader_args or []), env, retries)
-                   for job in jobs]
-        for done, future in enumerate(as_completed(futures), start=1):
-            result = future.result()
-            results.append(result)
-            if echo:
-                print(f"[{done}/{len(jobs)}] {_describe(result)}", flush=True)
-    order = {job: i for i, job in enumerate(jobs)}
-    return sorted(results, key=lambda result: order[result.job])
+    if serve is None:
+        from course_utils.grading_worker import serve
+    workers = max(1, min(workers or available_cores(), len(jobs) or 1))
+    args = list(nbgrader_args or [])
+    environment = nbgrader_environment(workers)
+    # Spawned, not forked: a grading process starts without this one's threads and state.
+    context = multiprocessing.get_context("spawn")
+
+    def start() -> _Worker:
+        return _start_worker(context, serve, course, args, environment, retries)
+
+    pool = [start() for _ in range(workers)]
+    progress = Progress(len(jobs), stream=sys.stdout if echo else io.StringIO())
+    results: dict[Job, Result] = {}
+    os.environ["PATH"] = environment["PATH"]
+    try:
+        add_students(course, {job.student for job in jobs}, args)
+        waiting = deque(jobs)
+        while len(results) < len(jobs):
+            if not pool:
+                for job in waiting:
+                    results[job] = Result(job, "failed", 0.0, 0,
+                                          "no grading process could start (see the errors above)")
+                break
+            wait([w.connection for w in pool] + [w.process.sentinel for w in pool],
+                 timeout=1.0)
+            for worker in list(pool):
+                _answer(worker, waiting, results, progress)
+                if worker.ended or not worker.process.is_alive():
+                    _answer(worker, waiting, results, progress)  # what it sent before it ended
+                    worker.process.join(timeout=30)
+                    pool.remove(worker)
+                    _replace(worker, pool, waiting, results, progress, start)
+            progress.tick()
+    finally:
+        for worker in pool:
+            worker.process.join(timeout=30)
+            if worker.process.is_alive():
+                worker.process.terminate()
+    if echo:
+        print(progress.summary([results[job] for job in jobs], workers), flush=True)
+    return [results[job] for job in jobs]
 
 
-def _describe(result: Result) -> str:
-    job = f"{result.job.lesson} {result.job.student}"
-    retried = f", {result.attempts} attempts" if result.attempts > 1 else ""
-    if result.status == "failed":
-        return f"{job}: FAILED after {result.seconds:.1f} s{retried}: {result.reason}"
-    if result.status == "skipped":
-        return f"{job}: already autograded, skipped (add --force to grade again)"
-    return f"{job}: graded in {result.seconds:.1f} s{retried}"
+def _replace(dead: _Worker, pool: list[_Worker], waiting: deque[Job],
+             results: dict[Job, Result], progress: Progress, start: Any) -> None:
+    """After a grading process ended: the submission it was grading failed, the one it held
+    next goes back in line, and a new process takes its place if it had been grading."""
+    if not dead.holds:
+        return
+    current, *held = dead.holds
+    result = Result(current, "failed", 0.0, 1, "the grading process ended unexpectedly "
+                    f"(exit code {dead.process.exitcode}) while grading this submission")
+    results[current] = result
+    progress.add(result)
+    waiting.extendleft(reversed(held))
+    if waiting:
+        pool.append(start())
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line; options it does not know are passed on to ``nbgrader autograde``."""
+    """Command line; options it does not know are passed on to nbgrader's autograde."""
     parser = argparse.ArgumentParser(
         prog="python -m course_utils.parallel_grade",
-        description="Autograde every submission in submitted/ with several nbgrader processes "
-                    "at once. Other options (e.g. --force, --Execute.timeout=60) go to "
-                    "`nbgrader autograde`.")
+        description="Autograde every submission in submitted/ with several long-lived grading "
+                    "processes, each kernel sandboxed and started ahead. Other options (e.g. "
+                    "--force, --Execute.timeout=60, --Sandbox.memory_gib=12) go to nbgrader's "
+                    "autograde, as on its command line.")
     parser.add_argument("lessons", nargs="*", help="lesson ids (default: every lesson submitted)")
     parser.add_argument("--student", action="append", help="only this student (repeatable)")
     parser.add_argument("--workers", type=int, default=available_cores(),
-                        help="nbgrader processes at once (default: one per core, %(default)s)")
+                        help="grading processes (default: one per core, %(default)s)")
     parser.add_argument("--retries", type=int, default=2,
                         help="extra attempts after 'database is locked' (default: %(default)s)")
+    parser.add_argument("--part", default="1/1", metavar="I/N",
+                        help="grade only part I of N, split by student: for N machines "
+                             "sharing one gradebook on a database server (default: all)")
     parser.add_argument("--course", type=Path, default=Path("."),
                         help="nbgrader course directory (default: current directory)")
     args, nbgrader_args = parser.parse_known_args(argv)
@@ -198,18 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(unavailable_message(problem), file=sys.stderr)
         return 2
-    jobs = find_jobs(args.course, args.lessons, args.student)
+    try:
+        part, parts = (int(n) for n in args.part.split("/"))
+        jobs = part_of(find_jobs(args.course, args.lessons, args.student), part, parts)
+    except ValueError as error:
+        parser.error(f"--part {args.part}: {error}")
     if not jobs:
         print("No submissions found under submitted/<student>/<lesson>/.", file=sys.stderr)
         return 1
-    start = time.perf_counter()
     results = grade_class(args.course, jobs, args.workers, nbgrader_args, args.retries)
-    failed = [result for result in results if result.status == "failed"]
-    print(f"\n{len(results) - len(failed)} of {len(results)} submissions done in "
-          f"{time.perf_counter() - start:.0f} s with {args.workers} workers.")
-    for result in failed:
-        print(f"  {_describe(result)}")
-    return 1 if failed else 0
+    return 1 if any(result.status == "failed" for result in results) else 0
 
 
 if __name__ == "__main__":

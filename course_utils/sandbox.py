@@ -135,22 +135,29 @@ def _course_mounts() -> list[str]:
     return args
 
 
-def _notebook_folder_mounts(folder: str, settings: Sandbox) -> list[str]:
+def notebook_folder_files(folder: str) -> dict[str, str]:
+    """The entries of a notebook's folder the kernel sees, by name: all but notebooks
+    (nbgrader's copy there holds the hidden tests)."""
+    return {entry: os.path.join(folder, entry) for entry in sorted(os.listdir(folder))
+            if not entry.endswith(".ipynb")}
+
+
+def _notebook_folder_mounts(folder: str, settings: Sandbox,
+                            files: dict[str, str] | None = None) -> list[str]:
     """The notebook's folder as a private scratch space holding read-only copies of its other
-    files. Notebooks are left out: nbgrader's copy there holds the hidden tests."""
+    files: ``files`` (name -> where it is now), by default those in ``folder`` itself."""
     args = ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", folder,
             "--chmod", "1777", folder]
-    for entry in sorted(os.listdir(folder)):
-        if not entry.endswith(".ipynb"):
-            path = os.path.join(folder, entry)
-            args += ["--ro-bind", path, path]
+    for entry, path in (notebook_folder_files(folder) if files is None else files).items():
+        args += ["--ro-bind", path, os.path.join(folder, entry)]
     return args
 
 
 def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
-                  settings: Sandbox) -> list[str]:
+                  settings: Sandbox, files: dict[str, str] | None = None) -> list[str]:
     """The command that runs ``kernel_cmd`` in the sandbox, in ``folder``, talking through
-    the folder ``private`` (IPC sockets and the connection file)."""
+    the folder ``private`` (IPC sockets and the connection file). ``files`` are the folder's
+    files when the folder is not filled yet (a kernel started before it is needed)."""
     as_root = os.geteuid() == 0
     processes = settings.processes + (0 if as_root else _processes_of(os.geteuid()))
     limits = ["prlimit", f"--as={int(settings.memory_gib * (1 << 30))}",
@@ -166,7 +173,7 @@ def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
     # grading folder under /tmp), and a tmpfs mounted after them would hide them.
     sandbox += _with_parents(
         ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", "/tmp", "--chmod", "1777", "/tmp"]
-        + _system_mounts() + _course_mounts() + _notebook_folder_mounts(folder, settings)
+        + _system_mounts() + _course_mounts() + _notebook_folder_mounts(folder, settings, files)
         + ["--bind", private, private])
     sandbox += ["--chdir", folder, "--clearenv"]
     for name, value in _kernel_environment().items():
@@ -277,6 +284,9 @@ class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager that starts the kernel in the sandbox and talks to it over IPC."""
 
     _private: str | None = None
+    # The notebook folder's files (name -> where they are now) for a kernel started before
+    # nbgrader fills the folder; None: the folder's own files at start.
+    folder_files: dict[str, str] | None = None
 
     async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
         self._private = tempfile.mkdtemp(prefix="course-sandbox-")
@@ -295,9 +305,11 @@ class SandboxedKernelManager(AsyncKernelManager):
                       for arg in kernel_cmd]
         os.chmod(self.connection_file, 0o644)
         folder = os.path.abspath(kw.get("cwd") or os.getcwd())
-        kw["cwd"] = folder
+        # The sandbox enters the folder itself; outside, it may not exist yet.
+        kw["cwd"] = folder if self.folder_files is None else self._private
         settings = Sandbox(config=self.config)
-        return bwrap_command(kernel_cmd, folder, self._private, settings), kw
+        return bwrap_command(kernel_cmd, folder, self._private, settings,
+                             self.folder_files), kw
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

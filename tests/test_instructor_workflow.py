@@ -341,22 +341,29 @@ def test_mistakes_report_counts_the_class(graded_class: GradedClass, tmp_path: P
 
 def test_parallel_grading_gives_the_serial_scores(graded_class: GradedClass,
                                                    tmp_path: Path) -> None:
+    """The course grader on the class, broken and endless notebooks included: per-cell scores
+    equal to serial nbgrader's, the failures reported, one gradebook."""
     course = make_course(tmp_path / "course")
     shutil.copytree(graded_class.path / "notebooks", course / "notebooks")
     shutil.copy(graded_class.released_gradebook, course / "gradebook.db")
-    students = ["perfect", "bea", "invalid_json"]
+    students = ["perfect", *BUGS, *EDGE_STUDENTS]
     for student in students:
         for lesson in EDGE_LESSONS:
             shutil.copytree(graded_class.path / "submitted" / student / lesson,
                             course / "submitted" / student / lesson)
 
     run = subprocess.run([sys.executable, "-m", "course_utils.parallel_grade", "--workers", "2",
-                          *EDGE_LESSONS], cwd=course, capture_output=True, text=True,
-                         timeout=3600)
+                          f"--Execute.timeout={EDGE_EXECUTE_TIMEOUT}", *EDGE_LESSONS],
+                         cwd=course, capture_output=True, text=True, timeout=3600)
     assert run.returncode == 1, run.stdout + run.stderr  # the notebook that is not JSON
     failed = re.findall(r"^\[\d+/\d+\] (\S+) (\S+): FAILED", run.stdout, re.MULTILINE)
     assert sorted(failed) == [(lesson, "invalid_json") for lesson in sorted(EDGE_LESSONS)]
     assert "NotJSONError" in run.stdout
+    # Each process grades one notebook while the next one's kernel starts: all but the first
+    # notebook of each process (and the one that is not JSON, which never runs) use one.
+    graded = len(students) * len(EDGE_LESSONS)
+    ahead = int(re.search(r"(\d+) in kernels started ahead", run.stdout).group(1))
+    assert graded - 2 - len(EDGE_LESSONS) <= ahead < graded, run.stdout
 
     serial = gradebook_cells(graded_class.path / "gradebook.db")
     parallel = gradebook_cells(course / "gradebook.db")
