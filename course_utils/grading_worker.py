@@ -30,7 +30,7 @@ from nbgrader.converters import Autograde
 from nbgrader.converters.base import NbGraderException
 from sqlalchemy.exc import SAWarning
 
-from course_utils import kernel_pool
+from course_utils import forked_kernels, kernel_pool
 from course_utils.grading_jobs import Job, Result, failure_reason
 from course_utils.sandbox import Sandbox
 
@@ -138,6 +138,9 @@ def serve(connection: Connection, course: Path, nbgrader_args: list[str],
     app = open_app(course, nbgrader_args)
     pool = kernel_pool_for(app)
     kernel_pool.use(pool)
+    zygote = None if pool is None else forked_kernels.start_for(
+        os.path.join(app.coursedir.root, app.coursedir.autograded_directory),
+        Sandbox(config=app.config))
 
     def ask() -> Job | None:
         connection.send(("want", None))
@@ -154,3 +157,5 @@ def serve(connection: Connection, course: Path, nbgrader_args: list[str],
     finally:
         if pool is not None:
             pool.close()
+        if zygote is not None:
+            zygote.close()

@@ -158,33 +158,55 @@ def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
     """The command that runs ``kernel_cmd`` in the sandbox, in ``folder``, talking through
     the folder ``private`` (IPC sockets and the connection file). ``files`` are the folder's
     files when the folder is not filled yet (a kernel started before it is needed)."""
-    as_root = os.geteuid() == 0
-    processes = settings.processes + (0 if as_root else _processes_of(os.geteuid()))
+    processes = settings.processes + (0 if _as_root() else _processes_of(os.geteuid()))
     limits = ["prlimit", f"--as={int(settings.memory_gib * (1 << 30))}",
               f"--nproc={processes}", f"--fsize={settings.file_size_mib * _MIB}",
               f"--cpu={settings.cpu_seconds}", "--core=0", "--"]
+    mounts = _notebook_folder_mounts(folder, settings, files) + ["--bind", private, private]
+    return limits + _confined(mounts, folder, settings, _kernel_environment()) + list(kernel_cmd)
+
+
+def zygote_command(command: list[str], root: str, autograded: str,
+                   settings: Sandbox) -> list[str]:
+    """The command that runs ``command`` (``course_utils.kernel_zygote``) in the sandbox of
+    every kernel, less a notebook folder: kernels forked from it confine themselves further,
+    each to one folder below ``autograded`` and one below ``root``, and set their own limits.
+    """
+    # A process with one thread can fork safely: numpy's BLAS starts none with this.
+    environment = {**_kernel_environment(), "OPENBLAS_NUM_THREADS": "1"}
+    mounts = ["--tmpfs", autograded, "--bind", root, root]
+    return _confined(mounts, "/", settings, environment) + list(command)
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _confined(mounts: list[str], folder: str, settings: Sandbox,
+              environment: dict[str, str]) -> list[str]:
+    """bubblewrap's arguments for a sandbox with ``mounts`` besides the system's and the
+    course's, entered in ``folder``; ends with "--", before the command."""
     sandbox = ["bwrap", "--die-with-parent", "--new-session",
                "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                "--unshare-cgroup-try", "--hostname", "sandbox"]
-    if not as_root:
+    if not _as_root():
         sandbox += ["--unshare-user"]
     sandbox += ["--proc", "/proc", "--dev", "/dev"]
     # The private /tmp comes first: binds that follow may lie below it (a course, venv or
     # grading folder under /tmp), and a tmpfs mounted after them would hide them.
     sandbox += _with_parents(
         ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", "/tmp", "--chmod", "1777", "/tmp"]
-        + _system_mounts() + _course_mounts() + _notebook_folder_mounts(folder, settings, files)
-        + ["--bind", private, private])
+        + _system_mounts() + _course_mounts() + mounts)
     sandbox += ["--chdir", folder, "--clearenv"]
-    for name, value in _kernel_environment().items():
+    for name, value in environment.items():
         sandbox += ["--setenv", name, value]
-    if as_root:
+    if _as_root():
         # Mount as root, then run the kernel as an unprivileged user: the process limit
         # does not apply to root, and root could read what the kernel must not.
         sandbox += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
                     "setpriv", f"--reuid={UNPRIVILEGED_ID}", f"--regid={UNPRIVILEGED_ID}",
                     "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
-    return limits + sandbox + ["--"] + list(kernel_cmd)
+    return sandbox + ["--"]
 
 
 def _kernel_environment() -> dict[str, str]:
@@ -288,8 +310,14 @@ class SandboxedKernelManager(AsyncKernelManager):
     # nbgrader fills the folder; None: the folder's own files at start.
     folder_files: dict[str, str] | None = None
 
+    _kernel_cmd: list[str] = []
+    _folder = ""
+
     async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
-        self._private = tempfile.mkdtemp(prefix="course-sandbox-")
+        from course_utils import forked_kernels
+        zygote = forked_kernels.current()
+        self._private = tempfile.mkdtemp(prefix="course-sandbox-",
+                                         dir=zygote.root if zygote else None)
         if os.geteuid() == 0:
             os.chown(self._private, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
         self.transport = "ipc"
@@ -308,8 +336,33 @@ class SandboxedKernelManager(AsyncKernelManager):
         # The sandbox enters the folder itself; outside, it may not exist yet.
         kw["cwd"] = folder if self.folder_files is None else self._private
         settings = Sandbox(config=self.config)
+        self._kernel_cmd, self._folder = kernel_cmd, folder
         return bwrap_command(kernel_cmd, folder, self._private, settings,
                              self.folder_files), kw
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        """Forks the kernel from this process's zygote where it serves it
+        (``course_utils.forked_kernels``), else starts it alone in its sandbox."""
+        from course_utils import forked_kernels
+        zygote = forked_kernels.current()
+        files = (notebook_folder_files(self._folder) if self.folder_files is None
+                 else self.folder_files)
+        if (zygote is None or not zygote.serves(self._kernel_cmd, self._folder)
+                or not all(os.path.isfile(path) for path in files.values())):
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        try:
+            process = zygote.start_kernel(self._private, self._kernel_cmd, self._folder, files)
+        except (forked_kernels.ZygoteError, OSError) as error:
+            self.log.warning("Starting the kernel alone: the zygote could not fork it (%s)", error)
+            shutil.rmtree(os.path.join(self._private, "files"), ignore_errors=True)
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        assert self.provisioner is not None
+        provisioner: Any = self.provisioner
+        provisioner.process, provisioner.pid, provisioner.pgid = process, None, None
+        provisioner.cwd = self._folder
+        self._reconcile_connection_info(provisioner.connection_info)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

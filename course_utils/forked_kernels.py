@@ -1,0 +1,211 @@
+"""Kernels forked from a warm parent: the grading process's side of
+``course_utils.kernel_zygote``.
+
+A grading process that grades many notebooks starts one ``Zygote``: a process in the sandbox
+that has imported torch, the graders and the IPython kernel once. ``SandboxedKernelManager``
+then asks it for each notebook's kernel, which is forked in milliseconds, already warm, and
+confined further than a kernel started alone (namespaces of its own, inside the sandbox).
+Everything the kernel is given (its connection file, settings and the notebook folder's
+files) goes into its own folder below ``Zygote.root``, which the kernel alone sees.
+Where the zygote cannot serve a kernel (another kernel command, a folder with subfolders,
+an error), the kernel is started alone in its sandbox as before.
+
+Example:
+    >>> current() is None    # no zygote in this process: kernels start alone
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from course_utils.sandbox import (GUARDED_KERNEL, UNPRIVILEGED_ID, Sandbox, _kernel_environment,
+                                  zygote_command)
+
+# Seconds the zygote may take to import everything, and to fork and confine one kernel.
+READY_TIMEOUT = 180
+START_TIMEOUT = 60
+_MIB = 1 << 20
+log = logging.getLogger(__name__)
+
+
+class ZygoteError(RuntimeError):
+    """The zygote could not start, or could not start a kernel."""
+
+
+class Zygote:
+    """A running ``course_utils.kernel_zygote`` in the sandbox, and the folder it serves."""
+
+    def __init__(self, autograded: str, settings: Sandbox) -> None:
+        """Starts the zygote for notebooks below ``autograded`` and waits until it is ready.
+
+        Raises:
+            ZygoteError: it did not become ready (the message says why).
+        """
+        self.autograded = os.path.realpath(autograded)
+        self.settings = settings
+        self.root = tempfile.mkdtemp(prefix="course-kernels-")
+        if os.geteuid() == 0:
+            os.chown(self.root, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+        self._errors = tempfile.TemporaryFile()
+        self._lock = threading.Lock()
+        command = zygote_command([sys.executable, "-m", "course_utils.kernel_zygote", self.root],
+                                 self.root, self.autograded, settings)
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self._errors, text=True, cwd="/")
+        ready = self._answer(READY_TIMEOUT)
+        if not ready.get("ready"):
+            self.close()
+            raise ZygoteError(ready.get("error", "not ready"))
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        readable, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if readable else ""
+        if not line:
+            self._errors.seek(0)
+            said = self._errors.read().decode(errors="replace").strip().splitlines()[-3:]
+            raise ZygoteError(f"the kernels' parent did not answer within {timeout:.0f} s"
+                              if not readable else f"the kernels' parent ended: {said}")
+        return json.loads(line)
+
+    def _ask(self, op: str, kernel_id: str, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+        with self._lock:
+            if self.process.poll() is not None:
+                raise ZygoteError("the kernels' parent has ended")
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps({"op": op, "id": kernel_id}) + "\n")
+            self.process.stdin.flush()
+            return self._answer(timeout)
+
+    def serves(self, kernel_cmd: list[str], folder: str) -> bool:
+        """Whether a kernel with ``kernel_cmd`` in ``folder`` can be forked here: the guarded
+        kernel of this Python, for a notebook folder below ``autograded``."""
+        return (len(kernel_cmd) > 3 and kernel_cmd[1:3] == ["-m", GUARDED_KERNEL]
+                and os.path.realpath(kernel_cmd[0]) == os.path.realpath(sys.executable)
+                and os.path.realpath(folder).startswith(self.autograded + os.sep)
+                and self.process.poll() is None)
+
+    def start_kernel(self, private: str, kernel_cmd: list[str], folder: str,
+                     files: dict[str, str]) -> ForkedProcess:
+        """Forks the kernel whose folder is ``private`` (below ``root``, holding its connection
+        file), in ``folder`` with copies of ``files`` (name -> where it is now).
+
+        Raises:
+            ZygoteError: no kernel was started (the message says why).
+        """
+        if os.path.dirname(private) != self.root:
+            raise ZygoteError(f"{private} is not below {self.root}")
+        os.mkdir(os.path.join(private, "files"), 0o755)
+        for name, path in files.items():
+            shutil.copyfile(path, os.path.join(private, "files", name))
+        settings = {
+            "arguments": kernel_cmd[3:], "folder": os.path.realpath(folder),
+            "autograded": self.autograded, "environment": _kernel_environment(),
+            "scratch_bytes": self.settings.scratch_mib * _MIB,
+            "limits": {"memory": int(self.settings.memory_gib * (1 << 30)),
+                       "processes": self.settings.processes,
+                       "file_size": self.settings.file_size_mib * _MIB,
+                       "cpu": self.settings.cpu_seconds}}
+        with open(os.path.join(private, "kernel.json"), "w") as file:
+            json.dump(settings, file)
+        kernel_id = os.path.basename(private)
+        answer = self._ask("start", kernel_id)
+        if not answer.get("ok"):
+            raise ZygoteError(answer.get("error", "no kernel"))
+        return ForkedProcess(self, kernel_id)
+
+    def close(self) -> None:
+        """Ends the zygote and every kernel forked from it."""
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+        self._errors.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ForkedProcess:
+    """A forked kernel, as jupyter_client's provisioner handles a ``Popen``: it can be polled,
+    waited for and ended. Interrupts reach it as messages (``interrupt_mode = "message"``)."""
+
+    stdin = stdout = stderr = None
+    pid = None  # it has none in this process's PID namespace
+
+    def __init__(self, zygote: Zygote, kernel_id: str) -> None:
+        self.zygote = zygote
+        self.kernel_id = kernel_id
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self.returncode = self.zygote._ask("poll", self.kernel_id)["exit"]
+            except ZygoteError:  # the zygote's end was the kernel's
+                self.returncode = -signal.SIGKILL
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"kernel {self.kernel_id}", timeout or 0)
+            time.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if signum in (signal.SIGKILL, signal.SIGTERM):
+            self.kill()
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                self.zygote._ask("kill", self.kernel_id)
+            except ZygoteError:
+                pass
+
+    terminate = kill
+
+
+_ZYGOTE: Zygote | None = None
+
+
+def use(zygote: Zygote | None) -> None:
+    """Makes ``zygote`` the one this process's sandboxed kernels are forked from (None:
+    each kernel starts alone)."""
+    global _ZYGOTE
+    _ZYGOTE = zygote
+
+
+def current() -> Zygote | None:
+    """The zygote this process forks kernels from, if any."""
+    return _ZYGOTE
+
+
+def start_for(autograded: str, settings: Sandbox) -> Zygote | None:
+    """A zygote for notebooks below ``autograded``, made this process's; None (kernels then
+    start alone, as protected) where it cannot start here, with the reason logged."""
+    try:
+        zygote = Zygote(autograded, settings)
+    except (ZygoteError, OSError) as error:
+        log.warning("Kernels will start one by one (slower, equally protected): %s", error)
+        return None
+    use(zygote)
+    return zygote

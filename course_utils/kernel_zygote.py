@@ -1,0 +1,249 @@
+"""The parent of forked kernels: runs in a sandbox, imports torch, the graders and the kernel
+once, and forks a fresh, confined kernel for each notebook.
+
+It reads one request per line on stdin and answers one JSON line on stdout:
+
+- ``{"op": "start", "id": ID}``: forks the kernel whose folder ``<root>/ID/`` the grading
+  process filled (``kernel.json``: the kernel's arguments, notebook folder, environment and
+  limits; ``files/``: the notebook folder's other files; the connection file). Answers
+  ``{"ok": true}`` once the kernel is confined, or ``{"ok": false, "error": ...}``.
+- ``{"op": "poll", "id": ID}``: ``{"ok": true, "exit": None or the exit status}``.
+- ``{"op": "kill", "id": ID}``: ends the kernel and every process it started.
+
+It never reads a kernel's folder itself: what one student's kernel is given never enters the
+memory the next kernel is forked from. Each kernel (three processes: a parent that creates the
+namespaces, an init, the kernel) gets its own user, mount, PID, network, IPC and UTS
+namespaces; a private ``/tmp``, ``/dev/shm`` and notebook folder in memory; only its own folder
+of ``<root>``; its limits; no capabilities; and, as in a fresh kernel, new random seeds.
+Forking is only safe from a process with one thread, so the parent refuses to start with more.
+
+Example (inside the sandbox ``course_utils.forked_kernels`` builds):
+    $ python -m course_utils.kernel_zygote /run/kernels /course/autograded
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import sys
+from typing import Any
+
+from course_utils import namespaces as ns
+
+# Imported once here, and so already imported in every kernel: their import has no effect
+# that depends on the kernel (no IPython shell exists yet when they run).
+PRELOADED = ("numpy", "torch", "torch.nn", "torch.optim", "torch.utils.data", "matplotlib",
+             "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.font_manager",
+             "matplotlib.patches", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
+             "tqdm", "course_utils.graders", "course_utils.data", "course_utils.kernel_guard")
+# Imported by a kernel only: each sets itself up for the IPython shell running at its import.
+KERNEL_ONLY = ("matplotlib.pyplot", "matplotlib_inline", "tqdm.auto", "tqdm.autonotebook",
+               "ipywidgets")
+_NAMESPACES = (ns.CLONE_NEWUSER | ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NEWNET
+               | ns.CLONE_NEWIPC | ns.CLONE_NEWUTS)
+_LIMITS = {"memory": resource.RLIMIT_AS, "processes": resource.RLIMIT_NPROC,
+           "file_size": resource.RLIMIT_FSIZE, "cpu": resource.RLIMIT_CPU}
+_PRIVATE_MOUNTS = ("/tmp", "/dev/shm")
+
+
+def threads() -> int:
+    """Threads of this process (forking copies only the calling one)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def preload() -> None:
+    """Imports ``PRELOADED``; raises ``RuntimeError`` if that imported a ``KERNEL_ONLY``
+    module or started a thread."""
+    for name in PRELOADED:
+        importlib.import_module(name)
+    early = [name for name in KERNEL_ONLY if name in sys.modules]
+    if early or threads() != 1:
+        raise RuntimeError(f"preloading imported {early} and left {threads()} threads")
+
+
+def _close_descriptors(keep: int = -1) -> None:
+    """Standard streams to /dev/null; every other descriptor but ``keep`` closed (this
+    process's requests and answers are not the kernel's to read)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for stream in (0, 1, 2):
+        os.dup2(devnull, stream)
+    for number in map(int, os.listdir("/proc/self/fd")):
+        if number > 2 and number != keep:
+            try:
+                os.close(number)
+            except OSError:
+                pass
+
+
+def _empty_folder(path: str) -> None:
+    """``path`` as an empty folder of this mount namespace: what lay there is covered."""
+    if os.path.isdir(path):
+        ns.mount("tmpfs", path, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "size=65536,mode=0755")
+    else:  # below a scratch space mounted here already
+        os.makedirs(path, mode=0o755)
+
+
+def _confine_files(folder_of_kernel: str, settings: dict[str, Any]) -> None:
+    """In this process's new mount namespace: private scratch spaces, the notebook folder with
+    copies of its files, and of the kernels' root folder only this kernel's own."""
+    # Kept open: the mounts below may cover where they lie.
+    own = os.open(folder_of_kernel, os.O_PATH | os.O_DIRECTORY)
+    files = os.open(os.path.join(folder_of_kernel, "files"), os.O_RDONLY | os.O_DIRECTORY)
+    scratch = f"size={settings['scratch_bytes']},mode=1777"
+    ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+    for target in _PRIVATE_MOUNTS:
+        ns.mount("tmpfs", target, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, scratch)
+    ns.mount("devpts", "/dev/pts", "devpts", ns.MS_NOSUID, "newinstance,ptmxmode=0666")
+    _empty_folder(os.path.dirname(folder_of_kernel))
+    os.mkdir(folder_of_kernel)
+    ns.mount(f"/proc/self/fd/{own}", folder_of_kernel, None, ns.MS_BIND)
+    _empty_folder(settings["autograded"])
+    notebook = settings["folder"]
+    os.makedirs(notebook, mode=0o755, exist_ok=True)
+    ns.mount("tmpfs", notebook, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, scratch)
+    for name in sorted(os.listdir(files)):
+        with open(os.open(name, os.O_RDONLY, dir_fd=files), "rb") as source, \
+                open(os.path.join(notebook, name), "wb") as copy:
+            shutil.copyfileobj(source, copy)
+        os.chmod(os.path.join(notebook, name), 0o444)
+    os.close(files)
+    os.close(own)
+
+
+def _run_kernel(settings: dict[str, Any], report: int) -> None:
+    """The kernel itself: limits, no capabilities, its own session and environment, fresh
+    random seeds; then the guarded IPython kernel (never returns)."""
+    os.setsid()
+    for name, limit in _LIMITS.items():
+        resource.setrlimit(limit, (settings["limits"][name],) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    ns.drop_capabilities()
+    os.chdir(settings["folder"])
+    os.environ.clear()
+    os.environ.update(settings["environment"])
+    random.seed()
+    sys.modules["numpy"].random.seed()
+    os.write(report, b"ready")
+    _close_descriptors()
+    guard = sys.modules["course_utils.kernel_guard"]
+    sys.argv = [guard.__file__, *settings["arguments"]]
+    try:
+        guard.main()
+    except SystemExit as end:
+        os._exit(end.code if isinstance(end.code, int) else 1)
+    os._exit(0)
+
+
+def _kernel_parent(folder_of_kernel: str, report: int) -> None:
+    """Forked for one kernel: creates its namespaces and confines its files, then waits for
+    its init (PID 1 there), which waits for the kernel; ends with the kernel's status."""
+    uid, gid = os.geteuid(), os.getegid()
+    with open(os.path.join(folder_of_kernel, "kernel.json")) as file:
+        settings = json.load(file)
+    ns.unshare(_NAMESPACES)
+    ns.map_own_ids(uid, gid)
+    _confine_files(folder_of_kernel, settings)
+    init = os.fork()
+    if init == 0:
+        ns.die_with_parent(signal.SIGKILL)
+        kernel = os.fork()
+        if kernel == 0:
+            _run_kernel(settings, report)
+        _close_descriptors()
+        while True:  # as PID 1: reap every orphan, end with the kernel
+            pid, status = os.wait()
+            if pid == kernel:
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    _close_descriptors()
+    _, status = os.waitpid(init, 0)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+class Zygote:
+    """The forking parent's bookkeeping: its kernels by id, and their exit statuses."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.running: dict[str, int] = {}
+        self.exited: dict[str, int] = {}
+
+    def _reap(self) -> None:
+        for kernel_id, pid in list(self.running.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self.exited[kernel_id] = os.waitstatus_to_exitcode(status)
+                del self.running[kernel_id]
+
+    def start(self, kernel_id: str) -> dict[str, Any]:
+        self._reap()
+        folder = os.path.join(self.root, kernel_id)
+        if os.path.dirname(folder) != self.root or kernel_id in self.running:
+            return {"ok": False, "error": f"bad kernel id {kernel_id!r}"}
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # never returns into this loop, whatever happens
+            try:
+                os.close(readable)
+                _kernel_parent(folder, writable)
+            except BaseException as error:  # told to the grading process, nothing else
+                try:
+                    os.write(writable, f"{type(error).__name__}: {error}".encode()[:4000])
+                except BaseException:
+                    pass
+            finally:
+                os._exit(70)
+        os.close(writable)
+        with os.fdopen(readable, "rb") as answer:
+            said = answer.read(5).decode(errors="replace")
+            said += answer.read().decode(errors="replace") if said != "ready" else ""
+        self.running[kernel_id] = pid
+        if said == "ready":
+            return {"ok": True}
+        self.kill(kernel_id)
+        return {"ok": False, "error": said or "the kernel's parent ended without a word"}
+
+    def poll(self, kernel_id: str) -> dict[str, Any]:
+        self._reap()
+        return {"ok": True, "exit": self.exited.get(kernel_id)}
+
+    def kill(self, kernel_id: str) -> dict[str, Any]:
+        pid = self.running.get(kernel_id)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)  # its init dies with it, and the kernel's PID space
+            os.waitpid(pid, 0)
+            self.exited[kernel_id] = -signal.SIGKILL
+            del self.running[kernel_id]
+        return {"ok": True}
+
+    def serve(self, requests: Any, answers: Any) -> None:
+        for line in requests:
+            request = json.loads(line)
+            handler = {"start": self.start, "poll": self.poll, "kill": self.kill}[request["op"]]
+            answers.write(json.dumps(handler(str(request["id"]))) + "\n")
+            answers.flush()
+        for kernel_id in list(self.running):
+            self.kill(kernel_id)
+
+
+def main() -> None:
+    """``python -m course_utils.kernel_zygote ROOT``: preloads, says whether it is ready, and
+    serves requests until stdin closes."""
+    answers = sys.stdout
+    try:
+        preload()
+    except Exception as error:
+        answers.write(json.dumps({"ready": False, "error": f"{type(error).__name__}: {error}"})
+                      + "\n")
+        return
+    answers.write(json.dumps({"ready": True}) + "\n")
+    answers.flush()
+    Zygote(os.path.realpath(sys.argv[1])).serve(sys.stdin, answers)
+
+
+if __name__ == "__main__":
+    main()
