@@ -40,7 +40,9 @@ from course_utils import namespaces as ns
 PRELOADED = ("numpy", "torch", "torch.nn", "torch.optim", "torch.utils.data", "matplotlib",
              "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.font_manager",
              "matplotlib.patches", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
-             "tqdm", "course_utils.graders", "course_utils.data", "course_utils.kernel_guard")
+             "tqdm", "course_utils.graders", "course_utils.data", "course_utils.kernel_guard",
+             # what the first ``optimizer.step()`` imports (a second of CPU time)
+             "torch._dynamo")
 # Imported by a kernel only: each sets itself up for the IPython shell running at its import.
 KERNEL_ONLY = ("matplotlib.pyplot", "matplotlib_inline", "tqdm.auto", "tqdm.autonotebook",
                "ipywidgets")
@@ -56,14 +58,46 @@ def threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def warm_up() -> None:
+    """Pays once the set-up every lesson's first steps would pay in each kernel: a model's
+    forward and backward pass, optimizer steps, a data loader, a figure with mathtext saved as
+    PNG. On one thread, which starts no thread pool; the thread count and random generator's
+    state are put back, so kernels compute and draw what fresh ones do."""
+    import io
+    import torch
+    from matplotlib.figure import Figure
+    state, threads_wanted = torch.get_rng_state(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = torch.nn.Linear(4, 3)
+    data = torch.utils.data.TensorDataset(torch.ones(8, 4), torch.zeros(8, dtype=torch.long))
+    for optimizer in (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                      torch.optim.Adam(model.parameters())):
+        for inputs, targets in torch.utils.data.DataLoader(data, batch_size=4, shuffle=True):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+            (loss + torch.nn.functional.mse_loss(model(inputs), model(inputs).detach())).backward()
+            optimizer.step()
+    with torch.no_grad():
+        model(torch.ones(1, 4)).argmax(dim=1).float().mean().item()
+    torch.set_rng_state(state)
+    torch.set_num_threads(threads_wanted)
+    figure = Figure()
+    figure.add_subplot().plot([0, 1], [1, 0], label="$x^2$")
+    figure.legend()
+    figure.savefig(io.BytesIO(), format="png")
+
+
 def preload() -> None:
-    """Imports ``PRELOADED``; raises ``RuntimeError`` if that imported a ``KERNEL_ONLY``
-    module or started a thread."""
+    """Imports ``PRELOADED`` and warms up; raises ``RuntimeError`` if that imported a
+    ``KERNEL_ONLY`` module, started a thread or touched a GPU (none may be inherited)."""
     for name in PRELOADED:
         importlib.import_module(name)
+    warm_up()
     early = [name for name in KERNEL_ONLY if name in sys.modules]
-    if early or threads() != 1:
-        raise RuntimeError(f"preloading imported {early} and left {threads()} threads")
+    gpu = sys.modules["torch"].cuda.is_initialized()
+    if early or threads() != 1 or gpu:
+        raise RuntimeError(f"preloading imported {early}, left {threads()} threads"
+                           + (" and initialised CUDA" if gpu else ""))
 
 
 def _close_descriptors(keep: int = -1) -> None:
