@@ -122,6 +122,21 @@ def _empty_folder(path: str) -> None:
         os.makedirs(path, mode=0o755)
 
 
+def _notebook_folder(autograded: str, notebook: str, scratch: str) -> None:
+    """The notebook's folder, a scratch space in memory, in read-only folders from
+    ``autograded`` down (as for a kernel started alone); what lay at ``autograded`` is
+    covered."""
+    top = autograded
+    while not os.path.isdir(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    _empty_folder(autograded)
+    os.makedirs(notebook, mode=0o755, exist_ok=True)
+    ns.mount(top, top, None, ns.MS_BIND | ns.MS_REC)
+    ns.mount(None, top, None, ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY | ns.MS_NOSUID
+             | ns.MS_NODEV)
+    ns.mount("tmpfs", notebook, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, scratch)
+
+
 def _confine_files(folder_of_kernel: str, settings: dict[str, Any]) -> None:
     """In this process's new mount namespace: private scratch spaces, the notebook folder with
     copies of its files, and of the kernels' root folder only this kernel's own."""
@@ -136,10 +151,8 @@ def _confine_files(folder_of_kernel: str, settings: dict[str, Any]) -> None:
     _empty_folder(os.path.dirname(folder_of_kernel))
     os.mkdir(folder_of_kernel)
     ns.mount(f"/proc/self/fd/{own}", folder_of_kernel, None, ns.MS_BIND)
-    _empty_folder(settings["autograded"])
     notebook = settings["folder"]
-    os.makedirs(notebook, mode=0o755, exist_ok=True)
-    ns.mount("tmpfs", notebook, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, scratch)
+    _notebook_folder(settings["autograded"], notebook, scratch)
     for name in sorted(os.listdir(files)):
         with open(os.open(name, os.O_RDONLY, dir_fd=files), "rb") as source, \
                 open(os.path.join(notebook, name), "wb") as copy:

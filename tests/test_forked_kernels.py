@@ -1,0 +1,246 @@
+"""Kernels forked from the zygote: as fresh as a kernel started alone, and confined from each
+other, from the zygote and from the machine, tested by attacks from inside real kernels."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_core.utils import run_sync
+
+from course_utils import forked_kernels
+from course_utils.sandbox import Sandbox, SandboxedKernelManager, missing
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")]
+
+
+class Kernel:
+    """A kernel of the notebook folder ``folder``, and a client that runs code in it."""
+
+    def __init__(self, folder: Path, files: dict[str, str] | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.manager = SandboxedKernelManager(kernel_name="python3")
+        self.manager.folder_files = files or {}
+        run_sync(self.manager.start_kernel)(
+            cwd=str(folder), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+        self.client = BlockingKernelClient()
+        self.client.load_connection_info(self.manager.get_connection_info())
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=120)
+
+    @property
+    def forked(self) -> bool:
+        return isinstance(self.manager.provisioner.process, forked_kernels.ForkedProcess)
+
+    def run(self, code: str) -> str:
+        """What ``code`` printed (errors included)."""
+        said: list[str] = []
+
+        def keep(message: dict) -> None:
+            content = message["content"]
+            said.append(content.get("text", "") or "\n".join(content.get("traceback", [])))
+        self.client.execute_interactive(textwrap.dedent(code), timeout=120, output_hook=keep)
+        return "".join(said).strip()
+
+    def stop(self) -> None:
+        self.client.stop_channels()
+        run_sync(self.manager.shutdown_kernel)(now=True)
+
+
+@pytest.fixture
+def autograded(tmp_path: Path) -> Iterator[Path]:
+    """A course's ``autograded`` folder, with a zygote serving it in this process."""
+    folder = tmp_path / "autograded"
+    folder.mkdir()
+    zygote = forked_kernels.Zygote(str(folder), Sandbox(processes=40))
+    forked_kernels.use(zygote)
+    yield folder
+    forked_kernels.use(None)
+    zygote.close()
+
+
+FRESH_STATE = """
+    import sys, torch, numpy, random
+    print(sorted(name for name in ("torch", "course_utils.graders", "matplotlib.pyplot")
+                 if name in sys.modules))
+    print(torch.get_num_threads(), torch.rand(3).tolist())
+    print(numpy.random.randint(1 << 30), random.getrandbits(30))
+    import matplotlib.pyplot as plt, tqdm.auto
+    print(plt.get_backend(), tqdm.auto.tqdm.__module__)
+"""
+
+
+def test_a_forked_kernel_is_warm_but_starts_as_a_fresh_one(autograded: Path,
+                                                          tmp_path: Path) -> None:
+    forked = [Kernel(autograded / name / "02_loss") for name in ("al", "bea")]
+    forked_kernels.use(None)
+    alone = Kernel(tmp_path / "alone")
+    try:
+        assert [kernel.forked for kernel in forked + [alone]] == [True, True, False]
+        states = [kernel.run(FRESH_STATE).splitlines() for kernel in forked + [alone]]
+    finally:
+        for kernel in forked + [alone]:
+            kernel.stop()
+    (imported_a, torch_a, seeds_a, plots_a), (_, torch_b, seeds_b, _), \
+        (imported, torch_alone, _, plots_alone) = states
+    assert imported_a == "['course_utils.graders', 'torch']" and imported == "[]"
+    # the same threads and the same default random stream as a fresh kernel...
+    assert torch_a == torch_b == torch_alone
+    # ...but Python's and numpy's generators seeded anew, as in a fresh process
+    assert seeds_a != seeds_b
+    assert plots_a == plots_alone == "module://matplotlib_inline.backend_inline tqdm.notebook"
+
+
+def test_forked_kernels_see_nothing_of_each_other(autograded: Path) -> None:
+    eve_secret = secrets.token_hex(16)
+    eve = Kernel(autograded / "eve" / "02_loss")
+    bea = Kernel(autograded / "bea" / "02_loss")
+    try:
+        eve.run(f"""
+            import os
+            for path in ("/tmp/secret", "/dev/shm/secret", "secret.txt"):
+                open(path, "w").write({eve_secret!r})
+        """)
+        seen = bea.run(f"""
+            import os, subprocess
+            own = os.path.dirname({bea.manager.connection_file!r})
+            print(os.listdir(os.path.dirname(own)) == [os.path.basename(own)])
+            print(os.listdir({str(autograded)!r}), os.listdir("/tmp"), os.listdir("/dev/shm"))
+            found = subprocess.run(["grep", "-rls", {eve_secret!r}, "/tmp", "/dev", "/var",
+                                    {str(autograded)!r}, os.path.dirname(own)],
+                                   capture_output=True, text=True).stdout
+            print("found:", found.split())
+            readable = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                for entry in ("environ", "cwd", "mem", "fd"):
+                    try:
+                        os.listdir(f"/proc/{{pid}}/{{entry}}") if entry == "fd" else \\
+                            open(f"/proc/{{pid}}/{{entry}}", "rb").read(1)
+                        readable.append(f"{{pid}}/{{entry}}")
+                    except (PermissionError, FileNotFoundError, NotADirectoryError,
+                            ProcessLookupError, IsADirectoryError):
+                        pass
+            print({{entry.split("/")[0] for entry in readable}} == {{os.readlink("/proc/self")}}
+                  or readable)
+        """).splitlines()
+    finally:
+        eve.stop()
+        bea.stop()
+    assert seen[0] == "True"  # of the kernels' folders, only its own
+    assert seen[1].startswith("['bea'] [") and eve_secret not in seen[1]
+    assert seen[2] == "found: []"
+    # /proc shows the zygote's processes, other kernels' among them, but only its own can be
+    # read beyond what ps shows: the others are in other user namespaces
+    assert seen[3] == "True"
+
+
+def test_a_kernel_that_kills_and_unmounts_what_it_can_harms_no_other(autograded: Path) -> None:
+    bea = Kernel(autograded / "bea" / "02_loss")
+    eve = Kernel(autograded / "eve" / "02_loss")
+    try:
+        root = os.path.dirname(os.path.dirname(eve.manager.connection_file))
+        tried = eve.run(f"""
+            import os, signal, subprocess
+            for pid in range(1, 4096):
+                if pid != os.getpid():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            # root in a user namespace of its own: the mounts that hide the rest stay
+            script = "umount -l {root}; umount -l /tmp; umount -l {autograded}; ls {root}"
+            print(subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                                  script], capture_output=True, text=True).stdout.split())
+        """)
+        assert bea.run("print(6 * 7)") == "42"  # untouched
+        carl = Kernel(autograded / "carl" / "02_loss")  # and the zygote still forks
+        assert carl.forked and carl.run("print('carl')") == "carl"
+        carl.stop()
+    finally:
+        bea.stop()
+        eve.stop()
+    own = os.path.basename(os.path.dirname(eve.manager.connection_file))
+    assert tried == str([own])  # of the kernels' folders, still only its own
+
+
+def test_limits_hold_per_kernel(autograded: Path) -> None:
+    eve = Kernel(autograded / "eve" / "02_loss")
+    bea = Kernel(autograded / "bea" / "02_loss")
+    try:
+        bomb = eve.run("""
+            import resource, subprocess
+            print(resource.getrlimit(resource.RLIMIT_NPROC)[0],
+                  resource.getrlimit(resource.RLIMIT_CORE)[0])
+            started = []
+            try:
+                for _ in range(200):
+                    started.append(subprocess.Popen(["sleep", "60"]))
+            except OSError as error:
+                print(len(started) < 40, type(error).__name__)
+        """).splitlines()
+        # the other kernel still starts threads and processes: the count is per kernel
+        other = bea.run("""
+            import subprocess, threading
+            workers = [threading.Thread(target=lambda: None) for _ in range(20)]
+            [worker.start() for worker in workers]; [worker.join() for worker in workers]
+            print(subprocess.run(["echo", "fine"], capture_output=True, text=True).stdout)
+        """)
+    finally:
+        eve.stop()
+        bea.stop()
+    assert bomb == ["40 0", "True BlockingIOError"]
+    assert other == "fine"
+
+
+def test_the_next_kernel_inherits_nothing_a_previous_one_was_given(autograded: Path,
+                                                                  tmp_path: Path) -> None:
+    block = secrets.token_bytes(32)
+    given = tmp_path / "data.bin"
+    given.write_bytes(block * 512)  # a file in the first student's notebook folder
+    first = Kernel(autograded / "eve" / "02_loss", {"data.bin": str(given)})
+    assert first.run("print(open('data.bin', 'rb').read(32).hex())") == block.hex()
+    first.stop()
+    second = Kernel(autograded / "bea" / "02_loss")
+    try:
+        # the file's bytes twice in a row, anywhere in the new kernel's writable memory
+        found = second.run(f"""
+            block = bytes.fromhex({block.hex()!r})
+            hits = 0
+            with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb") as memory:
+                for line in maps:
+                    span, perms = line.split()[:2]
+                    start, end = (int(x, 16) for x in span.split("-"))
+                    if not perms.startswith("rw") or end - start > 1 << 30:
+                        continue
+                    try:
+                        memory.seek(start)
+                        chunk = memory.read(end - start)
+                    except OSError:
+                        continue
+                    at = chunk.find(block)
+                    while at != -1:
+                        hits += chunk[at + 32:at + 64] == block
+                        at = chunk.find(block, at + 1)
+            print(hits)
+        """)
+    finally:
+        second.stop()
+    assert found == "0"
+
+
+def test_kernels_start_alone_where_the_zygote_cannot_serve(monkeypatch, tmp_path: Path,
+                                                          caplog) -> None:
+    monkeypatch.setattr(forked_kernels, "zygote_command", lambda *args: ["false"])
+    assert forked_kernels.start_for(str(tmp_path), Sandbox()) is None
+    assert "start one by one" in caplog.text and forked_kernels.current() is None
+    kernel = Kernel(tmp_path / "alone")
+    try:
+        assert not kernel.forked and kernel.run("print('alone')") == "alone"
+    finally:
+        kernel.stop()
