@@ -175,6 +175,7 @@ def _run_kernel(settings: dict[str, Any], report: int) -> None:
     os.environ.update(settings["environment"])
     random.seed()
     sys.modules["numpy"].random.seed()
+    sys.modules["torch"].seed()
     os.write(report, b"ready")
     _close_descriptors()
     guard = sys.modules["course_utils.kernel_guard"]

@@ -172,8 +172,10 @@ def zygote_command(command: list[str], root: str, autograded: str,
     every kernel, less a notebook folder: kernels forked from it confine themselves further,
     each to one folder below ``autograded`` and one below ``root``, and set their own limits.
     """
-    # A process with one thread can fork safely: numpy's BLAS starts none with this.
-    environment = {**_kernel_environment(), "OPENBLAS_NUM_THREADS": "1"}
+    # A process with one thread can fork safely: numpy's BLAS starts none with this. And
+    # matplotlib, imported there, takes the backend ipykernel sets before a kernel's imports.
+    environment = {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                   **_kernel_environment(), "OPENBLAS_NUM_THREADS": "1"}
     mounts = ["--tmpfs", autograded, "--bind", root, root]
     return _confined(mounts, "/", settings, environment) + list(command)
 
