@@ -18,8 +18,10 @@ from typing import Callable, TextIO
 
 from course_utils.grading_jobs import Result, describe
 
-# What nbgrader's log says of a notebook run in a kernel started ahead (course_utils.safe_execute).
+# What nbgrader's log says of a notebook run in a kernel started ahead, and of one forked warm
+# (course_utils.safe_execute).
 AHEAD = "in its kernel started ahead"
+FORKED = "forked warm"
 
 
 def _clock_text(seconds: float) -> str:
@@ -74,8 +76,9 @@ class Progress:
         lines = [describe(r) for r in results if r.status != "failed"]
         lines += [describe(r) for r in failed]
         ahead = sum(AHEAD in r.output for r in results)
+        forked = sum(FORKED in r.output for r in results)
         lines.append(f"{len(results) - len(failed)} of {len(results)} submissions done in "
                      f"{self.clock() - self.start:.0f} s with {workers} grading processes, "
-                     f"{ahead} in kernels started ahead"
+                     f"{ahead} in kernels started ahead, {forked} forked warm"
                      + (f"; {len(failed)} FAILED." if failed else "."))
         return ("\n" if self.live else "") + "\n".join(lines)

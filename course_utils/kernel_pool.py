@@ -2,13 +2,15 @@
 its heavy imports done, while the notebook before it is graded.
 
 A grading process that knows which submission comes next calls ``prepare`` for it: the kernel
-starts in that submission's own sandbox (the files nbgrader will put in its folder, bound
-read-only from where they are now) and is asked, silently and without history, to import
-torch, matplotlib and the graders. ``SafeExecute`` then takes that kernel for the notebook in
-place of starting one, but only if it was prepared for exactly this folder, with exactly the
-files nbgrader put there, and is still alive; otherwise it starts one as usual. A kernel is
-never given to a second notebook: each is shut down after its notebook, and nothing is shared
-between students (each kernel did its own imports, in its own sandbox).
+starts in that submission's own sandbox (the files nbgrader will put in its folder, copied from
+where they are now), forked from the grading process's zygote where it has one
+(``course_utils.forked_kernels``, imports already done) and else started alone, and is asked,
+silently and without history, to import torch, matplotlib and the graders and warm them up.
+``SafeExecute`` then takes that kernel for the notebook in place of starting one, but only if it
+was prepared for exactly this folder, with exactly the files nbgrader put there, and is still
+alive; otherwise it starts one as usual. A kernel is never given to a second notebook: each is
+shut down after its notebook, and nothing one student's code did reaches another's kernel (a
+forked kernel is a copy of the zygote, which never runs a notebook's code).
 
 Example:
     >>> take("/course/autograded/bea/02_loss", "python3") is None   # no pool in this process

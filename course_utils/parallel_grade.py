@@ -1,13 +1,15 @@
 """Autograde a class fast: long-lived grading processes, each grading one submission after
-another in sandboxed kernels started before they are needed, all into the one gradebook.
+another in sandboxed kernels forked warm and started before they are needed, all into the one
+gradebook.
 
 Each grading process (``course_utils.grading_worker``) loads nbgrader and the course's
 configuration once and grades each (lesson, student) submission with nbgrader's own
 ``Autograde`` converter, exactly as ``nbgrader autograde LESSON --student ID`` would: the same
-preprocessors, the same sandbox and its limits, the same trusted scores. While it grades one
-submission, the kernel of its next one is already starting, in that submission's own sandbox,
-and importing torch, matplotlib and the graders (``course_utils.kernel_pool``). A kernel serves
-one notebook only.
+preprocessors, the same trusted scores, kernels as confined and limited. Each process starts a
+zygote in the sandbox that imports torch, matplotlib, the graders and the IPython kernel once;
+every notebook's kernel is forked from it into namespaces of its own
+(``course_utils.forked_kernels``), already warm, while the notebook before it is graded
+(``course_utils.kernel_pool``). A kernel serves one notebook only.
 
 All processes write into the course's one gradebook. SQLite makes that safe: every write is
 a transaction that locks the database file, so concurrent writers are serialised (on a local

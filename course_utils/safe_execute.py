@@ -70,8 +70,11 @@ class SafeExecute(Execute):
             km = kernel_pool.take(folder, self.kernel_name or
                                   nb.metadata.get("kernelspec", {}).get("name", "python"))
             if km is not None:
+                from course_utils.forked_kernels import ForkedProcess
+                forked = isinstance(getattr(km.provisioner, "process", None), ForkedProcess)
                 # The words course_utils.grading_progress counts.
-                self.log.info("Running %s in its kernel started ahead", folder)
+                self.log.info("Running %s in its kernel started ahead%s", folder,
+                              " (forked warm)" if forked else "")
                 try:
                     return super().preprocess(nb, resources, km=km)
                 finally:

@@ -362,8 +362,9 @@ def test_parallel_grading_gives_the_serial_scores(graded_class: GradedClass,
     # Each process grades one notebook while the next one's kernel starts: all but the first
     # notebook of each process (and the one that is not JSON, which never runs) use one.
     graded = len(students) * len(EDGE_LESSONS)
-    ahead = int(re.search(r"(\d+) in kernels started ahead", run.stdout).group(1))
-    assert graded - 2 - len(EDGE_LESSONS) <= ahead < graded, run.stdout
+    ahead, forked = map(int, re.search(r"(\d+) in kernels started ahead, (\d+) forked warm",
+                                       run.stdout).groups())
+    assert graded - 2 - len(EDGE_LESSONS) <= ahead < graded and forked == ahead, run.stdout
 
     serial = gradebook_cells(graded_class.path / "gradebook.db")
     parallel = gradebook_cells(course / "gradebook.db")

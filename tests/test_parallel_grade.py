@@ -143,7 +143,7 @@ def test_progress_counts_done_and_failed_and_estimates_the_time_left() -> None:
                            "06_epoch_loss al: already autograded, skipped (add --force to "
                            "grade again)"]
     assert summary[-1] == ("2 of 3 submissions done in 90 s with 2 grading processes, "
-                           "0 in kernels started ahead; 1 FAILED.")
+                           "0 in kernels started ahead, 0 forked warm; 1 FAILED.")
 
 
 class FakeProcess:
@@ -379,8 +379,9 @@ def test_the_hostile_class_gets_the_serial_scores_and_nothing_more(
                              text=True, timeout=3600)
     finally:
         del os.environ["COURSE_TEST_SECRET"]
-    ahead = int(re.search(r"(\d+) in kernels started ahead", run.stdout).group(1))
-    assert ahead >= len(list((course / "submitted").iterdir())) - 2, run.stdout
+    ahead, forked = map(int, re.search(r"(\d+) in kernels started ahead, (\d+) forked warm",
+                                       run.stdout).groups())
+    assert forked == ahead >= len(list((course / "submitted").iterdir())) - 2, run.stdout
 
     parallel = gradebook_cells(course / "gradebook.db")
     assert parallel.keys() == hostile_class.cells.keys()
