@@ -85,9 +85,15 @@ class Zygote:
             if self.process.poll() is not None:
                 raise ZygoteError("the kernels' parent has ended")
             assert self.process.stdin is not None
-            self.process.stdin.write(json.dumps({"op": op, "id": kernel_id}) + "\n")
-            self.process.stdin.flush()
-            return self._answer(timeout)
+            try:
+                self.process.stdin.write(json.dumps({"op": op, "id": kernel_id}) + "\n")
+                self.process.stdin.flush()
+                return self._answer(timeout)
+            except (ZygoteError, OSError) as error:
+                # An answer may still come: later questions would get it. Kernels start
+                # alone from now on.
+                self.process.kill()
+                raise ZygoteError(f"no answer to {op!r}: {error}") from None
 
     def serves(self, kernel_cmd: list[str], folder: str) -> bool:
         """Whether a kernel with ``kernel_cmd`` in ``folder`` can be forked here: the guarded

@@ -23,6 +23,7 @@ Example (inside the sandbox ``course_utils.forked_kernels`` builds):
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
@@ -30,6 +31,7 @@ import random
 import resource
 import shutil
 import signal
+import stat
 import sys
 from typing import Any
 
@@ -100,18 +102,21 @@ def preload() -> None:
                            + (" and initialised CUDA" if gpu else ""))
 
 
-def _close_descriptors(keep: int = -1) -> None:
-    """Standard streams to /dev/null; every other descriptor but ``keep`` closed (this
-    process's requests and answers are not the kernel's to read)."""
+def _close_descriptors() -> None:
+    """Standard streams to /dev/null and every other descriptor closed (the zygote's requests
+    and answers are not a kernel's to read), but read-only files: the libraries keep reading
+    those they opened while warming up (matplotlib's fonts)."""
     devnull = os.open(os.devnull, os.O_RDWR)
     for stream in (0, 1, 2):
         os.dup2(devnull, stream)
     for number in map(int, os.listdir("/proc/self/fd")):
-        if number > 2 and number != keep:
-            try:
+        try:
+            if number > 2 and not (
+                    stat.S_ISREG(os.fstat(number).st_mode)
+                    and fcntl.fcntl(number, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY):
                 os.close(number)
-            except OSError:
-                pass
+        except OSError:  # the descriptor that listed the folder, closed already
+            pass
 
 
 def _empty_folder(path: str) -> None:
