@@ -142,6 +142,39 @@ def _notebook_folder(autograded: str, notebook: str, scratch: str) -> None:
     ns.mount("tmpfs", notebook, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, scratch)
 
 
+def _mounts_below(folder: str) -> list[tuple[str, bool]]:
+    """The outermost mounts below ``folder`` (a venv or course under /tmp), in mount order,
+    each with whether it is read-only."""
+    found: list[tuple[str, bool]] = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape")
+            if point.startswith(folder + "/") and not any(
+                    point.startswith(outer + "/") for outer, _ in found):
+                found.append((point, "ro" in fields[5].split(",")))
+    return found
+
+
+def _private_scratch(folder: str, options: str) -> None:
+    """A new tmpfs at ``folder``, with the mounts that lay below it (bound into the sandbox
+    there) put back as they were."""
+    kept = [(point, read_only, os.open(point, os.O_PATH))
+            for point, read_only in _mounts_below(folder)]
+    ns.mount("tmpfs", folder, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, options)
+    for point, read_only, descriptor in kept:
+        if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            os.makedirs(point, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(point), exist_ok=True)
+            os.close(os.open(point, os.O_CREAT | os.O_WRONLY, 0o644))
+        ns.mount(f"/proc/self/fd/{descriptor}", point, None, ns.MS_BIND | ns.MS_REC)
+        if read_only:
+            ns.mount(None, point, None, ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY
+                     | ns.MS_NOSUID | ns.MS_NODEV)
+        os.close(descriptor)
+
+
 def _confine_files(folder_of_kernel: str, settings: dict[str, Any]) -> None:
     """In this process's new mount namespace: private scratch spaces, the notebook folder with
     copies of its files, and of the kernels' root folder only this kernel's own."""
@@ -151,7 +184,7 @@ def _confine_files(folder_of_kernel: str, settings: dict[str, Any]) -> None:
     scratch = f"size={settings['scratch_bytes']},mode=1777"
     ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
     for target in _PRIVATE_MOUNTS:
-        ns.mount("tmpfs", target, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, scratch)
+        _private_scratch(target, scratch)
     ns.mount("devpts", "/dev/pts", "devpts", ns.MS_NOSUID, "newinstance,ptmxmode=0666")
     _empty_folder(os.path.dirname(folder_of_kernel))
     os.mkdir(folder_of_kernel)
