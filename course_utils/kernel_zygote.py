@@ -161,7 +161,16 @@ def _private_scratch(folder: str, options: str) -> None:
     there) put back as they were."""
     kept = [(point, read_only, os.open(point, os.O_PATH))
             for point, read_only in _mounts_below(folder)]
-    ns.mount("tmpfs", folder, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, options)
+    memory = ns.MS_NOSUID | ns.MS_NODEV
+    ns.mount("tmpfs", folder, "tmpfs", memory, options)
+    # The folders leading to them, read-only as the sandbox made them.
+    paths = []
+    for point, _, _ in kept:
+        path = os.path.join(folder, os.path.relpath(point, folder).split(os.sep)[0])
+        if path != point and path not in paths:
+            os.mkdir(path)
+            ns.mount("tmpfs", path, "tmpfs", memory, "size=65536,mode=0755")
+            paths.append(path)
     for point, read_only, descriptor in kept:
         if stat.S_ISDIR(os.fstat(descriptor).st_mode):
             os.makedirs(point, exist_ok=True)
@@ -173,6 +182,8 @@ def _private_scratch(folder: str, options: str) -> None:
             ns.mount(None, point, None, ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY
                      | ns.MS_NOSUID | ns.MS_NODEV)
         os.close(descriptor)
+    for path in paths:
+        ns.mount(None, path, None, ns.MS_REMOUNT | ns.MS_RDONLY | memory, "size=65536,mode=0755")
 
 
 def _confine_files(folder_of_kernel: str, settings: dict[str, Any]) -> None:
