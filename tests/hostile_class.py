@@ -65,7 +65,7 @@ ATTACKS = [
     Attack("read_config", "read", 'attempt(lambda: (COURSE / "nbgrader_config.py").read_text())'),
     Attack("read_graded_copy", "read",
            'attempt(lambda: [p.read_text() for p in Path.cwd().glob("*.ipynb")][0])'),
-    Attack("read_environment", "read", f'attempt(lambda: os.environ["COURSE_TEST_SECRET"])'),
+    Attack("read_environment", "read", 'attempt(lambda: os.environ["COURSE_TEST_SECRET"])'),
     Attack("read_hidden_tests_from_history", "read", '''
 _honest = train_one_epoch
 def train_one_epoch(*args, **kwargs):

@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import html
 import io
 import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
-from nbgrader.api import Gradebook
 from torch import nn
 
 from course_utils.graders import Report, grade, points

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.sandbox import UNPROTECTED_SETTING, missing
-from hostile_class import (ATTACKS, HONEST, HONEST_LESSONS, INNOCENT, LEAK, LESSON,
+from hostile_class import (HONEST, HONEST_LESSONS, INNOCENT, LEAK, LESSON,
                            PROTECTED_FILES, SECRET, HostileClass, attacks_in, digest, full_marks)
 from simulated_class import gradebook_cells, make_course, run_nbgrader, write_submission
 
@@ -91,18 +91,27 @@ def test_killing_reaches_nothing_outside_the_kernel(hostile_class: HostileClass,
     assert all(hostile_class.score(student) > 0 for student in ("perfect", "bea", "carl"))
 
 
-# Score attacks that patch the graders or their library functions: found and named.
+# Score attacks on bea's buggy answer, and what each meets: patching the graders or the library
+# functions they rely on is found and named (tampered, 0); reading the grader's frames is
+# refused (the refusal ends the student's function: 0); rebinding names, lying return values
+# and swapped code change nothing (bea's own score).
 PATCHES = ["patch_graders_module", "patch_report_score", "patch_torch_allclose",
            "patch_exercise_registry", "patch_math_isclose"]
+REFUSED = ["read_grader_stack", "read_grader_stack_via_traceback"]
 
 
 @pytest.mark.parametrize("name", attacks_in("score"))
 def test_score_attacks_gain_nothing(hostile_class: HostileClass, name: str) -> None:
-    honest = hostile_class.score("bea")
-    assert hostile_class.score(name) <= honest, hostile_class.feedback_text(name)[-3000:]
+    feedback = hostile_class.feedback_text(name)
+    assert LEAK not in hostile_class.outputs(name) + feedback
     if name in PATCHES:
         assert hostile_class.score(name) == 0
-        assert "tampered" in hostile_class.feedback_text(name)
+        assert "tampered" in feedback
+    elif name in REFUSED:
+        assert hostile_class.score(name) == 0
+        assert "Refused: During autograding, notebook code may not use" in feedback
+    else:
+        assert hostile_class.score(name) == hostile_class.score("bea"), feedback[-3000:]
 
 
 def test_the_mistakes_report_lists_the_tampered(hostile_class: HostileClass,
