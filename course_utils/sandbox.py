@@ -3,9 +3,10 @@
 The kernel sees the Python environment, the ``course_utils`` package and ``data/`` read-only,
 the other files of its own notebook's folder read-only on a private writable scratch space,
 and nothing else of the course directory; it has no network, runs as an unprivileged user
-(``nobody`` when grading as root), and its memory, processes, file sizes and CPU time are
-limited. It talks to nbgrader over jupyter_client's IPC transport (unix sockets in a private
-folder bound into the sandbox), because a kernel without network cannot use TCP.
+(as root: a user id of its own, so that one kernel's processes never count against another's
+limit), and its memory, processes, file sizes and CPU time are limited. It talks to nbgrader
+over jupyter_client's IPC transport (unix sockets in a private folder bound into the sandbox),
+because a kernel without network cannot use TCP.
 
 Settings, in ``nbgrader_config.py`` or on the command line (``--Sandbox.memory_gib=12``):
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,11 @@ UNPROTECTED_SETTING = "c.Sandbox.enabled = False"
 # Whom the kernel runs as when nbgrader runs as root: the kernel's processes count against
 # this user's process limit, and it cannot read files only root may read.
 UNPRIVILEGED_ID = 65534
+# Grading as root, a kernel started alone runs as a user id of its own from this range, which
+# no account uses: its process limit then counts its own processes only, not those of every
+# kernel running beside it as ``nobody`` (kernels forked from the zygote count per user
+# namespace instead).
+KERNEL_USER_IDS = range(1 << 30, (1 << 30) + (1 << 20))
 # Variables a kernel may inherit from nbgrader's environment; everything else is dropped.
 PASSED_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "NBGRADER_EXECUTION",
                     "COURSE_DATA_DIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -153,17 +160,30 @@ def _notebook_folder_mounts(folder: str, settings: Sandbox,
     return args
 
 
+def kernel_user_id() -> int:
+    """The user id a kernel started alone runs as: one of its own when grading as root.
+
+    Example:
+        >>> kernel_user_id() in KERNEL_USER_IDS or kernel_user_id() == os.geteuid()
+        True
+    """
+    return secrets.choice(KERNEL_USER_IDS) if _as_root() else os.geteuid()
+
+
 def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
-                  settings: Sandbox, files: dict[str, str] | None = None) -> list[str]:
+                  settings: Sandbox, files: dict[str, str] | None = None,
+                  user: int = UNPRIVILEGED_ID) -> list[str]:
     """The command that runs ``kernel_cmd`` in the sandbox, in ``folder``, talking through
-    the folder ``private`` (IPC sockets and the connection file). ``files`` are the folder's
-    files when the folder is not filled yet (a kernel started before it is needed)."""
+    the folder ``private`` (IPC sockets and the connection file), as ``user`` when grading as
+    root. ``files`` are the folder's files when the folder is not filled yet (a kernel started
+    before it is needed)."""
     processes = settings.processes + (0 if _as_root() else _processes_of(os.geteuid()))
     limits = ["prlimit", f"--as={int(settings.memory_gib * (1 << 30))}",
               f"--nproc={processes}", f"--fsize={settings.file_size_mib * _MIB}",
               f"--cpu={settings.cpu_seconds}", "--core=0", "--"]
     mounts = _notebook_folder_mounts(folder, settings, files) + ["--bind", private, private]
-    return limits + _confined(mounts, folder, settings, _kernel_environment()) + list(kernel_cmd)
+    return (limits + _confined(mounts, folder, settings, _kernel_environment(), user)
+            + list(kernel_cmd))
 
 
 def zygote_command(command: list[str], root: str, autograded: str,
@@ -185,9 +205,10 @@ def _as_root() -> bool:
 
 
 def _confined(mounts: list[str], folder: str, settings: Sandbox,
-              environment: dict[str, str]) -> list[str]:
+              environment: dict[str, str], user: int = UNPRIVILEGED_ID) -> list[str]:
     """bubblewrap's arguments for a sandbox with ``mounts`` besides the system's and the
-    course's, entered in ``folder``; ends with "--", before the command."""
+    course's, entered in ``folder``, running as ``user`` when grading as root; ends with "--",
+    before the command."""
     sandbox = ["bwrap", "--die-with-parent", "--new-session",
                "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                "--unshare-cgroup-try", "--hostname", "sandbox"]
@@ -206,7 +227,7 @@ def _confined(mounts: list[str], folder: str, settings: Sandbox,
         # Mount as root, then run the kernel as an unprivileged user: the process limit
         # does not apply to root, and root could read what the kernel must not.
         sandbox += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
-                    "setpriv", f"--reuid={UNPRIVILEGED_ID}", f"--regid={UNPRIVILEGED_ID}",
+                    "setpriv", f"--reuid={user}", f"--regid={user}",
                     "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
     return sandbox + ["--"]
 
@@ -314,14 +335,17 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     _kernel_cmd: list[str] = []
     _folder = ""
+    _user = UNPRIVILEGED_ID
 
     async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
         from course_utils import forked_kernels
         zygote = forked_kernels.current()
         self._private = tempfile.mkdtemp(prefix="course-sandbox-",
                                          dir=zygote.root if zygote else None)
+        # A kernel the zygote may fork runs as the zygote's user.
+        self._user = UNPRIVILEGED_ID if zygote else kernel_user_id()
         if os.geteuid() == 0:
-            os.chown(self._private, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+            os.chown(self._private, self._user, self._user)
         self.transport = "ipc"
         self.ip = os.path.join(self._private, "kernel")
         self.connection_file = os.path.join(self._private, "connection.json")
@@ -340,7 +364,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         settings = Sandbox(config=self.config)
         self._kernel_cmd, self._folder = kernel_cmd, folder
         return bwrap_command(kernel_cmd, folder, self._private, settings,
-                             self.folder_files), kw
+                             self.folder_files, self._user), kw
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
         """Forks the kernel from this process's zygote where it serves it

@@ -293,7 +293,7 @@ def test_a_kernel_started_ahead_is_sandboxed_with_its_own_folder_only(tmp_path: 
     try:
         client = BlockingKernelClient()
         client.load_connection_info(manager.get_connection_info())
-        client.start_channels()
+        client.start_channels(hb=False)  # the reply decides, as for test_forked_kernels' Kernel
         client.wait_for_ready(timeout=120)
         lines = []
         client.execute_interactive(PROBE, timeout=120, output_hook=lambda msg: lines.append(
