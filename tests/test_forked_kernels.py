@@ -13,8 +13,9 @@ import pytest
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_core.utils import run_sync
 
-from course_utils import forked_kernels
-from course_utils.sandbox import Sandbox, SandboxedKernelManager, missing
+from course_utils.autograde.kernels import forked as forked_kernels
+from course_utils.autograde.kernels.manager import SandboxedKernelManager
+from course_utils.autograde.kernels.policy import Sandbox, missing
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")]
@@ -23,10 +24,13 @@ pytestmark = [pytest.mark.slow,
 class Kernel:
     """A kernel of the notebook folder ``folder``, and a client that runs code in it."""
 
+    # The zygote the kernels are forked from (None: each starts alone).
+    zygote: forked_kernels.Zygote | None = None
+
     def __init__(self, folder: Path, files: dict[str, str] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.manager = SandboxedKernelManager(kernel_name="python3")
-        self.manager.folder_files = files or {}
+        self.manager.folder_files, self.manager.zygote = files or {}, Kernel.zygote
         run_sync(self.manager.start_kernel)(
             cwd=str(folder), extra_arguments=["--HistoryManager.hist_file=:memory:"])
         self.client = BlockingKernelClient()
@@ -55,13 +59,13 @@ class Kernel:
 
 @pytest.fixture
 def autograded(tmp_path: Path) -> Iterator[Path]:
-    """A course's ``autograded`` folder, with a zygote serving it in this process."""
+    """A course's ``autograded`` folder, with a zygote serving its kernels."""
     folder = tmp_path / "autograded"
     folder.mkdir()
     zygote = forked_kernels.Zygote(str(folder), Sandbox(processes=40))
-    forked_kernels.use(zygote)
+    Kernel.zygote = zygote
     yield folder
-    forked_kernels.use(None)
+    Kernel.zygote = None
     zygote.close()
 
 
@@ -79,7 +83,7 @@ FRESH_STATE = """
 def test_a_forked_kernel_is_warm_but_starts_as_a_fresh_one(autograded: Path,
                                                           tmp_path: Path) -> None:
     forked = [Kernel(autograded / name / "02_loss") for name in ("al", "bea")]
-    forked_kernels.use(None)
+    Kernel.zygote = None
     alone = Kernel(tmp_path / "alone")
     try:
         assert [kernel.forked for kernel in forked + [alone]] == [True, True, False]
@@ -240,7 +244,7 @@ def test_kernels_start_alone_where_the_zygote_cannot_serve(monkeypatch, tmp_path
                                                           caplog) -> None:
     monkeypatch.setattr(forked_kernels, "zygote_command", lambda *args: ["false"])
     assert forked_kernels.start_for(str(tmp_path), Sandbox()) is None
-    assert "start one by one" in caplog.text and forked_kernels.current() is None
+    assert "start one by one" in caplog.text
     kernel = Kernel(tmp_path / "alone")
     try:
         assert not kernel.forked and kernel.run("print('alone')") == "alone"

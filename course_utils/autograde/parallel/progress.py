@@ -16,10 +16,10 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from course_utils.grading_jobs import Result, describe
+from course_utils.autograde.parallel.jobs import Result, describe
 
 # What nbgrader's log says of a notebook run in a kernel started ahead, and of one forked warm
-# (course_utils.safe_execute).
+# (course_utils.autograde.execute).
 AHEAD = "in its kernel started ahead"
 FORKED = "forked warm"
 
