@@ -17,7 +17,6 @@ With ``c.Sandbox.enabled = False`` it is nbgrader's plain ``Execute``.
 
 from __future__ import annotations
 
-import ast
 import os
 import time
 from queue import Empty
@@ -28,7 +27,6 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 
-from course_utils.autograde.kernels.forked import ForkedProcess
 from course_utils.autograde.kernels.manager import SandboxedKernelManager
 from course_utils.autograde.kernels.policy import GUARDED_KERNEL, UNPROTECTED_SETTING, Sandbox
 from course_utils.autograde.kernels.pool import RESOURCE, KernelPool
@@ -45,7 +43,7 @@ _UNBIND = (f"for __course_name in {GRADER_NAMES!r}:\n"
            "del __course_saved, __course_name")
 _BASELINE = (f"import {GUARDED_KERNEL} as __course_guard\n__course_guard.baseline()\n"
              "del __course_guard")
-_CHANGED = f"__import__({GUARDED_KERNEL!r}, fromlist=['changed']).changed()"
+_CHANGED = f"__import__({GUARDED_KERNEL!r}, fromlist=['answer']).answer()"
 # Seconds the guard may take to answer (it takes milliseconds in an idle kernel), and an
 # interrupted kernel to become idle again.
 _GUARD_TIMEOUT = 15
@@ -76,10 +74,8 @@ class SafeExecute(Execute):
             km = self._pool.take(folder, self.kernel_name or
                                  nb.metadata.get("kernelspec", {}).get("name", "python"))
             if km is not None:
-                forked = isinstance(getattr(km.provisioner, "process", None), ForkedProcess)
-                # The words course_utils.autograde.parallel.progress counts.
-                self.log.info("Running %s in its kernel started ahead%s", folder,
-                              " (forked warm)" if forked else "")
+                self.log.info("Running %s in its kernel started ahead (%s)", folder,
+                              self._pool.origins.get(os.path.abspath(folder)))
                 try:
                     return super().preprocess(nb, resources, km=km)
                 finally:
@@ -155,10 +151,7 @@ def _guard_answer(reply: dict[str, Any] | None) -> list[str] | None:
     answer = reply["content"].get("user_expressions", {}).get("changed", {})
     if answer.get("status") != "ok":
         return None
-    try:
-        changed = ast.literal_eval(answer["data"]["text/plain"])
-    except (KeyError, ValueError, SyntaxError):
-        return None
+    changed = answer.get("data", {}).get("application/json")
     if not isinstance(changed, list) or not all(isinstance(name, str) for name in changed):
         return None
     return changed

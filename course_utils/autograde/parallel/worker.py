@@ -110,10 +110,12 @@ def grade_one(app: AutogradeApp, job: Job, retries: int = 2,
         if succeeded or not any(text in output for text in RETRY_ON):
             break
     seconds = time.perf_counter() - start
+    kernel = "" if pool is None else pool.origins.pop(os.path.abspath(app.coursedir.format_path(
+        app.coursedir.autograded_directory, job.student, job.lesson)), "")
     if not succeeded:
-        return Result(job, "failed", seconds, attempt, failure_reason(output), output)
+        return Result(job, "failed", seconds, attempt, failure_reason(output), output, kernel)
     status = "skipped" if "Skipping existing assignment" in output else "graded"
-    return Result(job, status, seconds, attempt, output=output)
+    return Result(job, status, seconds, attempt, output=output, kernel=kernel)
 
 
 def kernel_pool_for(app: AutogradeApp) -> KernelPool | None:

@@ -6,7 +6,7 @@ state: frames (``sys._getframe``, ``inspect.stack``, traceback and generator fra
 garbage collector's object lists, ``ctypes``, tracing hooks, and swapping the code of functions
 it did not write. ``changed()`` names what was patched since ``baseline()``: the graders'
 modules and classes, and the library functions they rely on (``torch``, ``math``, ``numpy``,
-``builtins``). nbgrader's process (``course_utils.autograde.execute.SafeExecute``) asks for
+``builtins``); ``answer()`` gives the same names as JSON (``application/json``). nbgrader's process (``course_utils.autograde.execute.SafeExecute``) asks for
 both through the kernel's own protocol and scores a test cell 0 (``tampered``) when anything
 changed.
 
@@ -244,6 +244,19 @@ def changed() -> list[str]:
                       in list(vars(cls).items()) if f"{name[:-len(_NAMES)]}.{attribute}"
                       not in _BASELINE and _student_made(value)]
     return sorted(found)
+
+
+class Answer(list):
+    """Names, shown to the kernel's protocol as JSON: the reply to a user expression carries
+    them under ``application/json``, which nbgrader's process reads without parsing text."""
+
+    def _repr_json_(self) -> list[str]:
+        return list(self)
+
+
+def answer() -> Answer:
+    """``changed()``, as nbgrader's process asks for it after each test cell."""
+    return Answer(changed())
 
 
 def main() -> None:
