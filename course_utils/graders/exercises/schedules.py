@@ -161,7 +161,7 @@ def _check_schedule(judge: Judge, seen: list[tuple[float, ...]],
     before, after_batch, never = SCHEDULE_MISTAKES
     for mistake, pattern in ((before, shifted), (after_batch, per_batch), (never, constant)):
         if seen and same(seen, pattern):
-            judge.check("schedule", False, mistake.code, mistake.say(**evidence))
+            judge.fail("schedule", mistake, **evidence)
             return
     judge.check("schedule", False, "wrong_value",
                 f"Your loop trained at the learning rates {evidence['seen']}, but "
