@@ -46,7 +46,7 @@ data: $(INSTALLED)
 # Records every lesson of LESSONS (nbgrader_config.py) with its points in gradebook.db, so
 # that the Formgrader opens at once; generates only the lessons the gradebook lacks.
 gradebook: $(INSTALLED)
-	$(IN_VENV) $(PY) -m course_utils.gradebook
+	$(IN_VENV) $(PY) -m course_utils.autograde.gradebook
 
 # Regenerates the student notebooks from the instructor versions in solutions/.
 notebooks: setup

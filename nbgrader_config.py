@@ -45,7 +45,7 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
-    "course_utils.hidden_tests.RestoreCells",
+    "course_utils.autograde.hidden_tests.RestoreCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
@@ -65,18 +65,20 @@ if not os.path.isdir(c.Exchange.root):
 # Validate (toolbar button and `nbgrader validate`) names the exercise and its first diagnosis
 # for a test cell short of full points, where nbgrader alone says only "Partial credit".
 # Validate's execution only: during autograding the added stderr would cost the cell's points.
-from course_utils.validation import append_last_cell, explain_after_last_cell  # noqa: E402
+from course_utils.autograde.validation import (append_last_cell,  # noqa: E402
+                                               explain_after_last_cell)
 
 c.Validator.Execute.on_notebook_start = append_last_cell
 c.Validator.Execute.on_cell_start = explain_after_last_cell
 
-# Student notebooks are untrusted code: each kernel runs in a sandbox (course_utils/sandbox.py:
-# no course files but its own, no network, limited memory, processes, file sizes and CPU time).
+# Student notebooks are untrusted code: each kernel runs in a sandbox
+# (course_utils/autograde/kernels/policy.py: no course files but its own, no network, limited
+# memory, processes, file sizes and CPU time).
 # Autograding stops before grading anyone where the sandbox cannot start; only for notebooks
 # you trust, grade unprotected with: c.Sandbox.enabled = False
-c.Autograde.pre_convert_hook = "course_utils.sandbox.require_sandbox"
+c.Autograde.pre_convert_hook = "course_utils.autograde.kernels.policy.require_sandbox"
 c.Autograde.autograde_preprocessors = [
-    "course_utils.safe_execute.SafeExecute",
+    "course_utils.autograde.execute.SafeExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -87,6 +89,6 @@ c.Autograde.autograde_preprocessors = [
 # Feedback pages show each check's report, never the hidden tests.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
-    "course_utils.hidden_tests.HideHiddenTests",
+    "course_utils.autograde.hidden_tests.HideHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -2,8 +2,8 @@
 
 - **nbgrader serial**: ``nbgrader autograde <lesson>`` for each lesson, one after another, with
   the course's configuration (sandboxed kernels), as an instructor runs it without help.
-- **course grader**: ``course_utils.parallel_grade`` with W grading processes (default: one per
-  core), the same protections on.
+- **course grader**: ``course_utils.autograde.parallel.cli`` with W grading processes (default:
+  one per core), the same protections on.
 - **floor**: the notebooks' own cells (the autograded notebooks, hidden tests included) run one
   after another in one already-warm kernel (torch, matplotlib and the graders imported, one
   notebook run before timing starts): what grading would cost with no kernel, process or
@@ -38,9 +38,10 @@ from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from course_utils.grading_jobs import failure_reason  # noqa: E402
-from course_utils.kernel_pool import PRELOAD  # noqa: E402
-from course_utils.parallel_grade import available_cores, find_jobs, grade_class  # noqa: E402
+from course_utils.autograde.parallel.jobs import failure_reason  # noqa: E402
+from course_utils.autograde.kernels.pool import PRELOAD  # noqa: E402
+from course_utils.autograde.environment import available_cores  # noqa: E402
+from course_utils.autograde.parallel.cli import find_jobs, grade_class  # noqa: E402
 from simulated_class import (STUDENTS, gradebook_cells, make_course, run_nbgrader,  # noqa: E402
                              write_submission)
 
@@ -68,7 +69,7 @@ def serial(course: Path, lessons: list[str], options: list[str]) -> float:
 
 
 def course_grader(course: Path, lessons: list[str], workers: int, options: list[str]) -> float:
-    """Seconds for ``course_utils.parallel_grade`` over the same submissions."""
+    """Seconds for ``course_utils.autograde.parallel.cli`` over the same submissions."""
     jobs = find_jobs(course, lessons)
     start = time.perf_counter()
     results = grade_class(course, jobs, workers, nbgrader_args=options, echo=False)

@@ -84,7 +84,8 @@ def buggy(exercise: str, name: str, student: Any, codes: set[str], fails: tuple[
 
 
 def assert_expected_grade(entry: Entry, seed: int = 0) -> Report:
-    """Grades ``entry`` and asserts its whole verdict: codes, checks failed, score, evidence."""
+    """Grades ``entry`` and asserts its whole verdict: codes, checks failed, score, and (with
+    seed 0) evidence."""
     report = grade(entry.exercise, entry.student, data=entry.data, timeout=entry.timeout,
                    seed=seed)
     assert report.codes == set(entry.codes), "\n".join(report.feedback)
@@ -99,7 +100,7 @@ def assert_expected_grade(entry: Entry, seed: int = 0) -> Report:
         assert len(report.feedback) >= len(report.codes)
         assert all(text.strip() for text in report.feedback)
     feedback = "\n".join(report.feedback)
-    for phrase in entry.evidence:
+    for phrase in entry.evidence if seed == 0 else ():  # the phrases quote seed 0's numbers
         assert phrase in feedback
     return report
 

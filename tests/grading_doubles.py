@@ -11,7 +11,7 @@ import os
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from course_utils.grading_jobs import Job, Result
+from course_utils.autograde.parallel.jobs import Job, Result
 
 
 def grade_instantly_but_die_on_crash(connection: Connection, course: Path,

@@ -28,8 +28,8 @@ from nbgrader.api import Gradebook
 from nbgrader.utils import is_solution
 from traitlets.config import Config
 
-from course_utils.mistakes import exercise_of, is_test_cell
-from course_utils.parallel_grade import nbgrader_environment
+from course_utils.protocol import exercise_of, is_test_cell
+from course_utils.autograde.environment import nbgrader_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 # The course's own nbgrader configuration: the lessons in order and the stub students get.

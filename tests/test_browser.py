@@ -21,8 +21,8 @@ from typing import Iterator
 import pytest
 from simulated_class import BUGS, buggy, run_nbgrader
 
-from course_utils.gradebook import course_config, course_lessons
-from course_utils.parallel_grade import nbgrader_environment
+from course_utils.autograde.gradebook import course_config, course_lessons
+from course_utils.autograde.environment import nbgrader_environment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -170,8 +170,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     log = home / "jupyterlab.log"
     ports = [("127.0.0.1", port)]
     # What `make course` does before starting JupyterLab: a gradebook with every lesson's points.
-    prepared = subprocess.run([sys.executable, "-m", "course_utils.gradebook", str(course)],
-                              env=env, capture_output=True, text=True, timeout=600)
+    prepared = subprocess.run([sys.executable, "-m", "course_utils.autograde.gradebook",
+                               str(course)], env=env, capture_output=True, text=True, timeout=600)
     assert prepared.returncode == 0, f"preparing the gradebook failed:\n{prepared.stderr}"
     with log.open("w") as log_file:
         # cwd: nbgrader's Validate reads nbgrader_config.py from the server's folder.

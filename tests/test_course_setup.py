@@ -14,9 +14,9 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 from simulated_class import ROOT, buggy, make_course, run_nbgrader
 
-from course_utils.gradebook import course_config, course_lessons, prepare, schema_head
-from course_utils.parallel_grade import nbgrader_environment
-from course_utils.validation import REPORT_MIME
+from course_utils.autograde.gradebook import course_config, course_lessons, prepare, schema_head
+from course_utils.autograde.environment import nbgrader_environment
+from course_utils.autograde.validation import REPORT_MIME
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,9 @@ import pytest
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_core.utils import run_sync
 
-from course_utils import forked_kernels
-from course_utils.sandbox import Sandbox, SandboxedKernelManager, missing
+from course_utils.autograde.kernels import forked as forked_kernels
+from course_utils.autograde.kernels.manager import SandboxedKernelManager
+from course_utils.autograde.kernels.policy import Sandbox, missing
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")]
@@ -23,10 +24,13 @@ pytestmark = [pytest.mark.slow,
 class Kernel:
     """A kernel of the notebook folder ``folder``, and a client that runs code in it."""
 
+    # The zygote the kernels are forked from (None: each starts alone).
+    zygote: forked_kernels.Zygote | None = None
+
     def __init__(self, folder: Path, files: dict[str, str] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.manager = SandboxedKernelManager(kernel_name="python3")
-        self.manager.folder_files = files or {}
+        self.manager.folder_files, self.manager.zygote = files or {}, Kernel.zygote
         run_sync(self.manager.start_kernel)(
             cwd=str(folder), extra_arguments=["--HistoryManager.hist_file=:memory:"])
         self.client = BlockingKernelClient()
@@ -70,9 +74,9 @@ def autograded(zygote: forked_kernels.Zygote, request: pytest.FixtureRequest) ->
     """A folder of the zygote's ``autograded`` folder for this test alone, served by the zygote."""
     folder = Path(zygote.autograded) / request.node.name
     folder.mkdir()
-    forked_kernels.use(zygote)
+    Kernel.zygote = zygote
     yield folder
-    forked_kernels.use(None)
+    Kernel.zygote = None
 
 
 FRESH_STATE = """
@@ -89,7 +93,7 @@ FRESH_STATE = """
 def test_a_forked_kernel_is_warm_but_starts_as_a_fresh_one(autograded: Path,
                                                           tmp_path: Path) -> None:
     forked = [Kernel(autograded / name / "02_loss") for name in ("al", "bea")]
-    forked_kernels.use(None)
+    Kernel.zygote = None
     alone = Kernel(tmp_path / "alone")
     try:
         assert [kernel.forked for kernel in forked + [alone]] == [True, True, False]
@@ -184,7 +188,7 @@ def test_a_kernel_that_kills_and_unmounts_what_it_can_harms_no_other(autograded:
 @pytest.mark.parametrize("forked", [True, False], ids=["forked", "started_alone"])
 def test_limits_hold_per_kernel(autograded: Path, forked: bool) -> None:
     if not forked:
-        forked_kernels.use(None)
+        Kernel.zygote = None
     limit = 40 if forked else Sandbox().processes  # the zygote's settings, or the defaults
     eve = Kernel(autograded / "eve" / "02_loss")
     bea = Kernel(autograded / "bea" / "02_loss")
@@ -255,7 +259,7 @@ def test_kernels_start_alone_where_the_zygote_cannot_serve(monkeypatch, tmp_path
                                                           caplog) -> None:
     monkeypatch.setattr(forked_kernels, "zygote_command", lambda *args: ["false"])
     assert forked_kernels.start_for(str(tmp_path), Sandbox()) is None
-    assert "start one by one" in caplog.text and forked_kernels.current() is None
+    assert "start one by one" in caplog.text
     kernel = Kernel(tmp_path / "alone")
     try:
         assert not kernel.forked and kernel.run("print('alone')") == "alone"

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from course_utils.graders import Report, grade, points
-from course_utils.mistakes import exercise_of, is_test_cell
+from course_utils.protocol import exercise_of, is_test_cell
 from simulated_class import (BUGS, EDGE_EXECUTE_TIMEOUT, EDGE_LESSONS, EDGE_STUDENTS,
                              STUDENT_IDS, GradedClass, gradebook_cells, is_answer, lessons_of,
                              make_course)
@@ -148,7 +148,7 @@ def test_edge_cases_are_graded_or_flagged(graded_class: GradedClass) -> None:
         # The deleted test cell was put back and graded.
         assert score("deleted_test", first) == full(first), (
             "A deleted test cell was not restored: nbgrader_config.py must enable "
-            "course_utils.restore_cells.RestoreDeletedCells (see its docstring).")
+            "course_utils.autograde.restore_cells.RestoreDeletedCells (see its docstring).")
         assert "It was added back by nbgrader" in graded_class.feedback_text("deleted_test",
                                                                              lesson)
 
@@ -231,7 +231,8 @@ def expected_mistakes(course: Path) -> dict[tuple[str, str, str], set[str]]:
 
 
 def test_mistakes_report_counts_the_class(graded_class: GradedClass, tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "course_utils.mistakes", "--out", str(tmp_path)],
+    run = subprocess.run([sys.executable, "-m", "course_utils.autograde.mistakes", "--out",
+                          str(tmp_path)],
                          cwd=graded_class.path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     with (tmp_path / "mistakes.csv").open() as f:
@@ -265,7 +266,8 @@ def test_parallel_grading_gives_the_serial_scores(graded_class: GradedClass,
             shutil.copytree(graded_class.path / "submitted" / student / lesson,
                             course / "submitted" / student / lesson)
 
-    run = subprocess.run([sys.executable, "-m", "course_utils.parallel_grade", "--workers", "2",
+    run = subprocess.run([sys.executable, "-m", "course_utils.autograde.parallel.cli",
+                          "--workers", "2",
                           f"--Execute.timeout={EDGE_EXECUTE_TIMEOUT}", *EDGE_LESSONS],
                          cwd=course, capture_output=True, text=True, timeout=3600)
     assert run.returncode == 1, run.stdout + run.stderr  # the notebook that is not JSON

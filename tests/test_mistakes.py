@@ -11,7 +11,7 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from course_utils.graders import Report, plain_names
 from course_utils.graders.report import CheckResult
-from course_utils.mistakes import collect, main, notebook_outcomes, reports_in
+from course_utils.autograde.mistakes import collect, main, notebook_outcomes, reports_in
 
 PLAIN_NAMES = plain_names()
 

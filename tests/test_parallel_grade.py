@@ -22,10 +22,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils import grading_worker, kernel_pool, parallel_grade
-from course_utils.grading_jobs import Job, Result, failure_reason, find_jobs, part_of
-from course_utils.grading_progress import Progress
-from course_utils.sandbox import missing
+from course_utils.autograde import environment
+from course_utils.autograde.kernels import pool as kernel_pool
+from course_utils.autograde.parallel import cli as parallel_grade
+from course_utils.autograde.parallel import worker as grading_worker
+from course_utils.autograde.parallel.jobs import Job, Result, failure_reason, find_jobs, part_of
+from course_utils.autograde.parallel.progress import Progress
+from course_utils.autograde.kernels.policy import missing
 from hostile_class import LEAK, LESSON, PROTECTED_FILES, SECRET, HostileClass, digest
 from simulated_class import gradebook_cells, make_course, run_nbgrader
 
@@ -74,19 +77,19 @@ def test_failure_reason_is_the_last_exception_or_error() -> None:
 
 
 def test_environment_finds_alembic_and_shares_the_cores(monkeypatch) -> None:
-    monkeypatch.setattr(parallel_grade, "available_cores", lambda: 8)
+    monkeypatch.setattr(environment, "available_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    env = parallel_grade.nbgrader_environment(workers=4)
+    env = environment.nbgrader_environment(workers=4)
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert (Path(sys.executable).parent / "alembic").exists()
     assert env["OMP_NUM_THREADS"] == "2"
-    assert "OMP_NUM_THREADS" not in parallel_grade.nbgrader_environment(workers=1)
+    assert "OMP_NUM_THREADS" not in environment.nbgrader_environment(workers=1)
 
 
 def fake_autograde(outcomes: list[tuple[bool, str]], calls: list[Job]):
     """Stands in for one in-process autograde: returns (succeeded, log) pairs in turn."""
 
-    def autograde(app, job):
+    def autograde(app, job, pool=None):
         calls.append(job)
         return outcomes[len(calls) - 1]
 
@@ -330,7 +333,7 @@ def test_concurrent_gradebook_writers_lose_nothing(tmp_path: Path) -> None:
 
     db = tmp_path / "gradebook.db"
     url = f"sqlite:///{db}"
-    env = parallel_grade.nbgrader_environment()
+    env = environment.nbgrader_environment()
     students = [f"student{k}" for k in range(3)]
     subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         from nbgrader.api import Gradebook
@@ -369,9 +372,9 @@ def test_the_hostile_class_gets_the_serial_scores_and_nothing_more(
     before = {name: digest(course / name) for name in PROTECTED_FILES}
     os.environ["COURSE_TEST_SECRET"] = SECRET
     try:
-        run = subprocess.run([sys.executable, "-m", "course_utils.parallel_grade", LESSON,
+        run = subprocess.run([sys.executable, "-m", "course_utils.autograde.parallel.cli", LESSON,
                               "--workers", "2", "--Execute.timeout=60"], cwd=course,
-                             env=parallel_grade.nbgrader_environment(), capture_output=True,
+                             env=environment.nbgrader_environment(), capture_output=True,
                              text=True, timeout=3600)
     finally:
         del os.environ["COURSE_TEST_SECRET"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.sandbox import UNPROTECTED_SETTING, missing
+from course_utils.autograde.kernels.policy import UNPROTECTED_SETTING, missing
 from hostile_class import (HONEST, HONEST_LESSONS, INNOCENT, LEAK, LESSON,
                            PROTECTED_FILES, SECRET, HostileClass, attacks_in, digest, full_marks)
 from simulated_class import gradebook_cells, make_course, run_nbgrader, write_submission
@@ -116,7 +116,8 @@ def test_score_attacks_gain_nothing(hostile_class: HostileClass, name: str) -> N
 
 def test_the_mistakes_report_lists_the_tampered(hostile_class: HostileClass,
                                                 tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "course_utils.mistakes", "--out", str(tmp_path)],
+    run = subprocess.run([sys.executable, "-m", "course_utils.autograde.mistakes", "--out",
+                          str(tmp_path)],
                          cwd=hostile_class.course, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     with (tmp_path / "mistakes.csv").open() as f:
@@ -188,7 +189,7 @@ def test_autograde_stops_when_the_sandbox_cannot_start(tmp_path: Path) -> None:
 def test_an_environment_under_tmp_stays_visible_in_the_sandbox(tmp_path: Path,
                                                                 monkeypatch) -> None:
     # A clone in /tmp puts the venv there too; the sandbox's private /tmp must not hide it.
-    from course_utils.sandbox import Sandbox, bwrap_command
+    from course_utils.autograde.kernels.policy import Sandbox, bwrap_command
     environment = tmp_path / "venv"
     environment.mkdir()
     (environment / "marker").write_text("visible\n")

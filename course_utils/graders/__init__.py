@@ -14,7 +14,8 @@ Example:
 from course_utils.graders.declare import Check, Exercise, Misconception, plain_names, recognise
 from course_utils.graders.grading import exercises, grade, load_exercises
 from course_utils.graders.judge import Judge, Stop
-from course_utils.graders.report import REPORT_MIME, Report
+from course_utils.graders.report import Report
+from course_utils.protocol import REPORT_MIME
 from course_utils.graders.show import CheckFailed, NoPoints, check, points
 
 load_exercises()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterator, NoReturn
 
-from course_utils.graders.declare import Check, Exercise
+from course_utils.graders.declare import Check, Exercise, Misconception
 from course_utils.graders.report import CheckResult, Report
 from course_utils.graders.sandbox import (NotImplementedYet, StudentError, StudentTimeout,
                                           call_student)
@@ -26,7 +26,7 @@ class Judge:
     untouched stub in student code fails the first check not judged yet and stops grading.
 
     Example:
-        >>> from course_utils.graders.declare import Check, Exercise
+        >>> from course_utils.graders.declare import Check, Exercise, Misconception
         >>> ex = Exercise("half", [Check("value", "halves"), Check("type", "returns a float")])
         >>> judge = Judge(ex, timeout=5)
         >>> judge.check("value", judge.call(lambda x: x / 2, 4) == 2.0, "wrong_value", "...")
@@ -53,20 +53,32 @@ class Judge:
 
     # ------------------------------------------------------------------ outcomes
 
-    def check(self, name: str, ok: Any, code: str = "", message: str = "") -> bool:
-        """Judges the declared check ``name``; on failure records ``code`` and ``message``."""
+    def check(self, name: str, ok: Any, mistake: Misconception | str = "", message: str = "", /,
+              **evidence: Any) -> bool:
+        """Judges the declared check ``name``. On failure it records ``mistake``: a declared
+        misconception, whose message is its template filled with ``evidence``, or a code with
+        its ``message``."""
         if name not in {c.name for c in self.checks}:  # a grader bug
             self.exercise.check(name)
             raise KeyError(f"{self.exercise.name} does not judge {name!r} on {self.data} data")
         ok = bool(ok)
         if not ok:
-            self._record(code, message)
+            if isinstance(mistake, Misconception):
+                self._record(mistake.code, mistake.say(**evidence))
+            else:
+                self._record(mistake, message)
         self._outcomes[name] = self._outcomes.get(name, True) and ok
         return ok
 
-    def require(self, name: str, ok: Any, code: str, message: str) -> None:
+    def fail(self, name: str, mistake: Misconception, /, **evidence: Any) -> bool:
+        """Fails the declared check ``name`` with ``mistake``, its message filled with
+        ``evidence``; returns False."""
+        return self.check(name, False, mistake, **evidence)
+
+    def require(self, name: str, ok: Any, mistake: Misconception | str, message: str = "", /,
+                **evidence: Any) -> None:
         """Like ``check``, but stops grading when it fails."""
-        if not self.check(name, ok, code, message):
+        if not self.check(name, ok, mistake, message, **evidence):
             raise Stop
 
     def stop(self, code: str, message: str) -> NoReturn:

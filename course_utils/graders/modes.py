@@ -61,33 +61,32 @@ def require_loader_used(judge: Judge, passes: Sequence[Pass], loader: RecordingL
     mine = [p for p in passes if p.loader == loader.name]
     partial = next((p for p in mine if not p.complete), None)
     mistake = PARTIAL_PASS if mine else IGNORES_LOADER
-    judge.require("loader", bool(mine) and partial is None, mistake.code, mistake.say(
-        who=who, loader=loader.name, batches=len(loader), forwards=forwards,
-        taken=len(partial.batches) if partial else 0))
+    judge.require("loader", bool(mine) and partial is None, mistake, who=who,
+                  loader=loader.name, batches=len(loader), forwards=forwards,
+                  taken=len(partial.batches) if partial else 0)
 
 
 def check_train_mode(judge: Judge, forwards: Sequence[Event], who: str) -> None:
     """Judges "train_mode": every training forward ran in training mode."""
     off = sum(not e.training for e in forwards)
-    judge.check("train_mode", off == 0, NO_TRAIN_MODE.code,
-                NO_TRAIN_MODE.say(who=who, count=off, forwards=len(forwards)))
+    judge.check("train_mode", off == 0, NO_TRAIN_MODE, who=who, count=off,
+                forwards=len(forwards))
 
 
 def check_eval_mode(judge: Judge, forwards: Sequence[Event], who: str) -> None:
     """Judges "eval_mode" and "no_graph": evaluation forwards in eval mode, without a graph."""
     training = sum(e.training for e in forwards)
-    judge.check("eval_mode", training == 0, NO_EVAL_MODE.code,
-                NO_EVAL_MODE.say(who=who, count=training, forwards=len(forwards)))
+    judge.check("eval_mode", training == 0, NO_EVAL_MODE, who=who, count=training,
+                forwards=len(forwards))
     graphs = sum(e.grad_enabled for e in forwards)
-    judge.check("no_graph", graphs == 0, GRAPH_IN_EVAL.code,
-                GRAPH_IN_EVAL.say(who=who, count=graphs, forwards=len(forwards)))
+    judge.check("no_graph", graphs == 0, GRAPH_IN_EVAL, who=who, count=graphs,
+                forwards=len(forwards))
 
 
 def check_unchanged(judge: Judge, before: Params, after: Params, steps: int, who: str) -> None:
     """Judges "unchanged": evaluation left every parameter as it was and took no step."""
     moved = [name for name in before if not torch.equal(before[name], after[name])]
     change = max((float((after[n] - before[n]).abs().max()) for n in moved), default=0.0)
-    judge.check("unchanged", not moved and steps == 0, UPDATES_PARAMETERS.code,
-                UPDATES_PARAMETERS.say(
-                    who=who, moved=len(moved), tensors=len(before), change=number(change),
-                    stepped=f"; the training optimizer stepped {steps} times" if steps else ""))
+    judge.check("unchanged", not moved and steps == 0, UPDATES_PARAMETERS, who=who,
+                moved=len(moved), tensors=len(before), change=number(change),
+                stepped=f"; the training optimizer stepped {steps} times" if steps else "")

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from course_utils.graders import scoring
-
-# The MIME type under which every display of a report carries ``Report.to_dict()``.
-REPORT_MIME = "application/vnd.course-report+json"
+from course_utils.protocol import REPORT_MIME, cell_points
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class Report:
 
     def points(self, maximum: float) -> float:
         """Partial credit for nbgrader: ``score * maximum``, rounded to 2 decimals."""
-        return round(self.score * maximum, 2)
+        return cell_points([self.score], maximum)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready data; every display of a report carries it."""

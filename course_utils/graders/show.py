@@ -7,6 +7,7 @@ from typing import Any, Sequence
 from course_utils.graders.grading import grade
 from course_utils.graders.report import Report
 from course_utils.jupyter import in_jupyter
+from course_utils.protocol import cell_points
 
 
 class GradingFailed(AssertionError):
@@ -79,7 +80,7 @@ def points(reports: Report | Sequence[Report], maximum: float) -> float:
         raise ValueError("points() needs at least one report, e.g. points([grade(...)], 3)")
     for report in reports:
         show(report)
-    earned = round(min(report.score for report in reports) * maximum, 2)
+    earned = cell_points((report.score for report in reports), maximum)
     print(f"{earned:g} / {maximum:g} points")
     if earned == 0:
         worst = min(reports, key=lambda r: r.score)

@@ -137,13 +137,11 @@ def check_training(judge: Judge, recorder: Recorder, iterations: Sequence[Iterat
     extra = next((s for s in steps if s > 1), None)
     evidence = dict(who=who, unit=unit, iterations=_plural(len(iterations), unit),
                     first=(late or 0) + 1, steps=extra)
-    stepped = judge.check("step_called", sum(steps) > 0, NO_STEP.code, NO_STEP.say(**evidence))
-    backed = judge.check("backward_called", backwards > 0, NO_BACKWARD.code,
-                         NO_BACKWARD.say(**evidence))
-    ordered = judge.check("step_after_backward", late is None, STEP_BEFORE_BACKWARD.code,
-                          STEP_BEFORE_BACKWARD.say(**evidence))
+    stepped = judge.check("step_called", sum(steps) > 0, NO_STEP, **evidence)
+    backed = judge.check("backward_called", backwards > 0, NO_BACKWARD, **evidence)
+    ordered = judge.check("step_after_backward", late is None, STEP_BEFORE_BACKWARD, **evidence)
     extra_steps = extra_steps or EXTRA_STEPS
-    judge.check("one_step", extra is None, extra_steps.code, extra_steps.say(**evidence))
+    judge.check("one_step", extra is None, extra_steps, **evidence)
     if stepped and backed and ordered:
         _check_gradients(judge, recorder, iterations, steps, loss_fn, who, unit, mistakes)
 
@@ -181,8 +179,7 @@ def _check_gradients(judge: Judge, recorder: Recorder, iterations: Sequence[Iter
         across = "from one call to the next" if unit == "call" else f"across {unit}es"
         mistake = recognise(got, evidence, [ZERO_GRAD_AFTER_BACKWARD, *mistakes, NO_ZERO_GRAD],
                             same_gradient) or WRONG_GRADIENT
-        judge.check("gradients", False, mistake.code, mistake.say(
-            step=step_number, got=number(got.norm()), want=number(want.norm()), empty=empty,
-            unit=unit, who=who, across=across))
+        judge.fail("gradients", mistake, step=step_number, got=number(got.norm()),
+                   want=number(want.norm()), empty=empty, unit=unit, who=who, across=across)
         return
     judge.check("gradients", True)

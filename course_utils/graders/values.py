@@ -102,5 +102,4 @@ def check_value(judge: Judge, check: str, got: float | None, want: float, what: 
         judge.check(check, True)
         return
     mistake = recognise(got, evidence, mistakes, tolerant) or wrong
-    judge.check(check, False, mistake.code,
-                mistake.say(got=number(got), want=number(want), what=what))
+    judge.fail(check, mistake, got=number(got), want=number(want), what=what)

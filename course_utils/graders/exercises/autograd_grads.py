@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from course_utils.graders.declare import Check, Exercise, Misconception, recognise
+from course_utils.graders.declare import Check, Exercise, Misconception, generic, recognise
 from course_utils.graders.evidence import close, first_values, generator, kind, number, ratio
 from course_utils.graders.evidence import shape
 from course_utils.graders.judge import Judge
@@ -35,6 +35,22 @@ FACTOR_MISTAKES = [
                   "square is prediction minus target.",
                   produces=lambda e: -e["want"]),
 ]
+WRONG_SHAPE = Misconception(
+    "wrong_gradient", WRONG_GRADIENT,
+    "For `x` of shape {x} your `{name}` has shape {got}, but `{of}` has shape {want}. A gradient "
+    "has exactly the shape of the tensor it belongs to, one entry per number in it: look at "
+    "which dimension your formula sums over, or leaves in.")
+CONSTANT_FACTOR = Misconception(
+    "wrong_gradient", WRONG_GRADIENT,
+    "{evidence}: exactly {factor} times the true gradient: a constant factor is off.")
+WRONG_FORMULA = Misconception(
+    "wrong_gradient", WRONG_GRADIENT,
+    "{evidence}. Differentiate `mean((x @ w + b - y) ** 2)` step by step with the chain rule, "
+    "and check each term on a case with one sample.")
+NOT_A_PAIR = generic(
+    "wrong_return_type",
+    "`linear_mse_grads` returned {got}{held}; it should return a pair `(dw, db)` of tensors "
+    "with the shapes of `w` and `b`.{forgot}")
 
 LINEAR_MSE_GRADS = Exercise(
     "linear_mse_grads",
@@ -65,10 +81,8 @@ def grade_linear_mse_grads(judge: Judge, student: Any, *, data: str = "toy") -> 
         forgot = " Did you forget `return`?" if wrong[0] is None else ""
     else:
         held = forgot = ""
-    judge.require("returns_pair", not wrong, "wrong_return_type",
-                  f"`linear_mse_grads` returned {kind(wrong[0] if wrong else None)}{held}; it "
-                  "should return a pair `(dw, db)` of tensors with the shapes of `w` and "
-                  f"`b`.{forgot}")
+    judge.require("returns_pair", not wrong, NOT_A_PAIR, got=kind(wrong[0] if wrong else None),
+                  held=held, forgot=forgot)
     expected = [_reference(*case) for case in cases]
     for index, (name, of) in enumerate((("dw", "w"), ("db", "b"))):
         runs = [(case, result[index], reference[index])
@@ -97,11 +111,8 @@ def _check_gradient(judge: Judge, name: str, of: str,
     if bad_shape is not None:
         (w, b, x, y), got = bad_shape
         wanted = {"dw": w, "db": b}[name]
-        judge.check(f"{name}_shape", False, "wrong_gradient",
-                    f"For `x` of shape {shape(x)} your `{name}` has shape {shape(got)}, but "
-                    f"`{of}` has shape {shape(wanted)}. A gradient has exactly the shape of the "
-                    "tensor it belongs to, one entry per number in it: look at which dimension "
-                    "your formula sums over, or leaves in.")
+        judge.fail(f"{name}_shape", WRONG_SHAPE, x=shape(x), name=name, got=shape(got), of=of,
+                   want=shape(wanted))
     else:
         judge.check(f"{name}_shape", True)
 
@@ -119,12 +130,10 @@ def _check_gradient(judge: Judge, name: str, of: str,
                 f"dL/d{of} is {first_values(want)}")
     mistake = recognise(got, {"want": want, "n": float(x.shape[0])}, FACTOR_MISTAKES, close)
     if mistake is not None:
-        judge.check(f"{name}_value", False, mistake.code,
-                    mistake.say(evidence=evidence, n=x.shape[0]))
+        judge.fail(f"{name}_value", mistake, evidence=evidence, n=x.shape[0])
         return
     factor = ratio(got, want)
-    judge.check(f"{name}_value", False, "wrong_gradient",
-                f"{evidence}: exactly {number(factor)} times the true gradient: a constant "
-                "factor is off." if factor is not None and want.numel() > 1 else
-                f"{evidence}. Differentiate `mean((x @ w + b - y) ** 2)` step by step with the "
-                "chain rule, and check each term on a case with one sample.")
+    if factor is not None and want.numel() > 1:
+        judge.fail(f"{name}_value", CONSTANT_FACTOR, evidence=evidence, factor=number(factor))
+    else:
+        judge.fail(f"{name}_value", WRONG_FORMULA, evidence=evidence)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from course_utils.data import TensorLoader
-from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import kind, number
 from course_utils.graders.judge import Judge
 from course_utils.graders.sandbox import steady_conditions
@@ -21,6 +21,35 @@ from course_utils.graders.toys import regression_loader, regression_net
 
 EPOCHS = 4
 SAVED_AT = (1, 2)  # indices of the epochs after which a checkpoint is saved
+
+NOT_A_PAIR = generic("wrong_return_type",
+                     "Pass the pair `(save_checkpoint, load_checkpoint)`, not {got}.")
+NOT_AT_PATH = generic(
+    "wrong_value",
+    "`save_checkpoint` did not write to the `path` it was given ({found} of {files} checkpoint "
+    "files exist; {written}). Save to exactly that path, so each checkpoint is its own file.")
+NOT_AN_INT = generic("wrong_return_type", "`load_checkpoint` returned {got}; it should return "
+                                          "the epoch to resume at, an `int`.")
+WRONG_EPOCH = Misconception(
+    "epoch_not_restored", "resumes at the wrong epoch",
+    "For a checkpoint saved after epoch index {saved} `load_checkpoint` returned {got}; training "
+    "should resume at the next epoch, {want}. Save the epoch in the checkpoint and return it "
+    "plus one.")
+WEIGHTS_NOT_LOADED = Misconception(
+    "resume_differs", "resumed training differs from uninterrupted training",
+    "After `load_checkpoint` the model does not hold the saved weights (they differ by up to "
+    "{gap}). Load the saved `state_dict` into the model you were given, in place; assigning a "
+    "new model to the parameter name does not change the caller's model.")
+NO_OPTIMIZER_STATE = Misconception(
+    "optimizer_state_not_saved", "optimizer state missing from the checkpoint",
+    "After `load_checkpoint`, {problem}. Without the optimizer's state the resumed run takes "
+    "different steps than the uninterrupted one: save `optimizer.state_dict()` in the "
+    "checkpoint and load it back.")
+RESUMED_ELSEWHERE = Misconception(
+    "resume_differs", WEIGHTS_NOT_LOADED.plain,
+    "Training resumed from the checkpoint after epoch index {saved} ends with weights that "
+    "differ from uninterrupted training by up to {gap}. Everything that shapes the next steps "
+    "must be saved and restored.")
 
 CHECKPOINT = Exercise(
     "checkpoint",
@@ -31,9 +60,7 @@ CHECKPOINT = Exercise(
      Check("optimizer_state", "restores the optimizer's state", lesson=True),
      Check("resumes_identically", "resumed training ends where uninterrupted training does",
            lesson=True)],
-    [Misconception("optimizer_state_not_saved", "optimizer state missing from the checkpoint"),
-     Misconception("epoch_not_restored", "resumes at the wrong epoch"),
-     Misconception("resume_differs", "resumed training differs from uninterrupted training")])
+    [NO_OPTIMIZER_STATE, WRONG_EPOCH, WEIGHTS_NOT_LOADED, RESUMED_ELSEWHERE])
 
 
 @contextlib.contextmanager
@@ -106,8 +133,7 @@ def grade_checkpoint(judge: Judge, pair: Any, *, data: str) -> None:
     """
     # "saves" is judged once saving ran, so the untouched stub fails it and scores 0.
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(callable, pair))):
-        judge.require("saves", False, "wrong_return_type",
-                      f"Pass the pair `(save_checkpoint, load_checkpoint)`, not {kind(pair)}.")
+        judge.require("saves", False, NOT_A_PAIR, got=kind(pair))
     save_checkpoint, load_checkpoint = pair
     loader = regression_loader(judge.seed)
     net, optimizer = _fresh(judge.seed)
@@ -125,11 +151,8 @@ def grade_checkpoint(judge: Judge, pair: Any, *, data: str) -> None:
         others = sorted(set(os.listdir(folder)) - {os.path.basename(p) for p in paths.values()})
         written = f"the folder holds {', '.join(f'`{name}`' for name in others)}" if others \
             else "nothing else was written either"
-        judge.require("saves", not missing, "wrong_value",
-                      f"`save_checkpoint` did not write to the `path` it was given "
-                      f"({len(paths) - len(missing)} of {len(paths)} checkpoint files exist; "
-                      f"{written}). Save to exactly that path, so each checkpoint is its own "
-                      "file.")
+        judge.require("saves", not missing, NOT_AT_PATH, found=len(paths) - len(missing),
+                      files=len(paths), written=written)
 
         resumed = {}
         for epoch in SAVED_AT:
@@ -141,36 +164,22 @@ def grade_checkpoint(judge: Judge, pair: Any, *, data: str) -> None:
     starts = {epoch: resumed[epoch][2] for epoch in SAVED_AT}
     odd = [s for s in starts.values()
            if not isinstance(s, (int, np.integer)) or isinstance(s, bool)]
-    if judge.check("returns_int", not odd, "wrong_return_type",
-                   f"`load_checkpoint` returned {kind(odd[0]) if odd else ''}; it should return "
-                   "the epoch to resume at, an `int`."):
+    if judge.check("returns_int", not odd, NOT_AN_INT, got=kind(odd[0]) if odd else ""):
         wrong = next((e for e, s in starts.items() if s != e + 1), None)
-        judge.check("epoch", wrong is None, "epoch_not_restored",
-                    f"For a checkpoint saved after epoch index {wrong} `load_checkpoint` "
-                    f"returned {starts.get(wrong)!r}; training should resume at the next epoch, "
-                    f"{(wrong or 0) + 1}. Save the epoch in the checkpoint and return it plus "
-                    "one.")
+        judge.check("epoch", wrong is None, WRONG_EPOCH, saved=wrong,
+                    got=repr(starts.get(wrong)), want=(wrong or 0) + 1)
 
     gaps = {e: _largest_difference(saved[e][0], _params(resumed[e][0])) for e in SAVED_AT}
     restored = not any(gaps.values())
-    judge.check("weights", restored, "resume_differs",
-                "After `load_checkpoint` the model does not hold the saved weights (they differ "
-                f"by up to {number(max(gaps.values()))}). Load the saved `state_dict` into the "
-                "model you were given, in place; assigning a new model to the parameter name "
-                "does not change the caller's model.")
+    judge.check("weights", restored, WEIGHTS_NOT_LOADED, gap=number(max(gaps.values())))
     problem = next((p for p in (_optimizer_difference(saved[e][1], resumed[e][1].state_dict())
                                 for e in SAVED_AT) if p), None)
-    judge.check("optimizer_state", problem is None, "optimizer_state_not_saved",
-                f"After `load_checkpoint`, {problem}. Without the optimizer's state the resumed "
-                "run takes different steps than the uninterrupted one: save "
-                "`optimizer.state_dict()` in the checkpoint and load it back.")
+    judge.check("optimizer_state", problem is None, NO_OPTIMIZER_STATE, problem=problem)
     if not restored or problem:
         return  # Resuming would only repeat what the two checks above found.
     fresh_net, fresh_optimizer, _ = resumed[first]
     for _ in range(first + 1, EPOCHS):
         _train_epoch(fresh_net, fresh_optimizer, loader)
     gap = _largest_difference(uninterrupted, _params(fresh_net))
-    judge.check("resumes_identically", gap <= 1e-6, "resume_differs",
-                f"Training resumed from the checkpoint after epoch index {first} ends with "
-                f"weights that differ from uninterrupted training by up to {number(gap)}. "
-                "Everything that shapes the next steps must be saved and restored.")
+    judge.check("resumes_identically", gap <= 1e-6, RESUMED_ELSEWHERE, saved=first,
+                gap=number(gap))

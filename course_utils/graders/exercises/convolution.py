@@ -166,8 +166,8 @@ def grade_conv2d(judge: Judge, conv2d: Any, *, data: str = "toy") -> None:
                   f"For {wrong_type[0].describe() if wrong_type else ''} your `conv2d` returned "
                   f"{kind(wrong_type[1] if wrong_type else None)}; it must return the output as "
                   f"a tensor.{forgot}")
-    judge.check("by_hand", not spy.seen, LIBRARY.code,
-                LIBRARY.say(operators=", ".join(f"`{name}`" for name in spy.seen)))
+    judge.check("by_hand", not spy.seen, LIBRARY,
+                operators=", ".join(f"`{name}`" for name in spy.seen))
     shaped = _check_shapes(judge, results)
     # A wrong shape is a wrong value too: padding and stride are part of what is computed.
     correct = _check_values(judge, results)
@@ -218,7 +218,7 @@ def _explain(judge: Judge, check: str, case: Case, out: torch.Tensor,
     for mistake in (FLIPPED, NO_BIAS):
         produced = mistake.produces(case)
         if produced is not None and same(out, produced):
-            judge.check(check, False, mistake.code, mistake.say(case=described))
+            judge.fail(check, mistake, case=described)
             return
     settings = [(NO_PADDING, "padding", p) for p in (0, 2 * case.padding) if p != case.padding]
     settings += [(NO_STRIDE, "stride", s) for s in (1,) if s != case.stride]
@@ -226,8 +226,7 @@ def _explain(judge: Judge, check: str, case: Case, out: torch.Tensor,
         produced = case.run(_library, **{name: used})
         if same(out, produced):
             what = "has the shape of" if check == "shape" else "equals"
-            judge.check(check, False, mistake.code,
-                        mistake.say(case=described, what=what, used=used))
+            judge.fail(check, mistake, case=described, what=what, used=used)
             return
     wrong_shape = out.shape != case.run(_library).shape
     judge.check(check, False, CONV_SHAPE.code if wrong_shape else "wrong_value", otherwise)
@@ -248,9 +247,9 @@ def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool
         if not ok or not isinstance(out, torch.Tensor):
             return
         if out.grad_fn is None:
-            judge.check("gradients", False, CONV_DETACHED.code, CONV_DETACHED.say(
-                case=described, problem="your result has no autograd graph (`grad_fn` is None), "
-                "so no gradient reaches the input, the kernel or the bias"))
+            judge.fail("gradients", CONV_DETACHED, case=described,
+                       problem="your result has no autograd graph (`grad_fn` is None), so no "
+                               "gradient reaches the input, the kernel or the bias")
             return
         if not correct:  # wrong values were reported; their gradients cannot be right either
             judge.check("gradients", True)
@@ -267,12 +266,12 @@ def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool
     names = ["x", "weight", "bias"]
     missing = [name for name, g in zip(names, grads) if g is None]
     if missing:
-        judge.check("gradients", False, CONV_DETACHED.code, CONV_DETACHED.say(
-            case=described, problem=f"no gradient reaches {', '.join(f'`{m}`' for m in missing)}"))
+        judge.fail("gradients", CONV_DETACHED, case=described,
+                   problem=f"no gradient reaches {', '.join(f'`{m}`' for m in missing)}")
         return
     differing = [name for name, g, w in zip(names, grads, want) if not close(g, w, 1e-4, 1e-4)]
-    judge.check("gradients", not differing, CONV_DETACHED.code, CONV_DETACHED.say(
-        case=described, problem=f"your result has the right values, but the gradient reaching "
+    judge.check("gradients", not differing, CONV_DETACHED, case=described, problem=(
+        f"your result has the right values, but the gradient reaching "
         f"{', '.join(f'`{d}`' for d in differing)} differs from the library's (first values "
         f"{first_values(grads[names.index(differing[0])]) if differing else ''} instead of "
         f"{first_values(want[names.index(differing[0])]) if differing else ''}): part of the "

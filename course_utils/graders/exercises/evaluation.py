@@ -12,7 +12,7 @@ from course_utils.data import mnist_loaders, toy_classification
 from course_utils.graders.averages import (AVERAGE_CHECKS, AVERAGE_MISTAKES, check_accuracy,
                                            check_mean_loss, evaluation_numbers, pass_numbers,
                                            training_numbers)
-from course_utils.graders.declare import Check, Exercise, Misconception, lesson
+from course_utils.graders.declare import Check, Exercise, Misconception, generic, lesson
 from course_utils.graders.evidence import kind, number
 from course_utils.graders.judge import Judge
 from course_utils.graders.modes import (EVAL_CHECKS, EVAL_MISTAKES, IGNORES_LOADER, LOADER_CHECK,
@@ -31,6 +31,26 @@ HISTORY_KEYS = ("train_loss", "val_loss", "val_acc")
 MNIST_ACCURACY = 0.85
 MNIST_SUBSET = (6000, 1000)
 TOY_FIT_TIMEOUT = 10.0  # seconds; a correct fit on the toy data takes a few hundredths
+
+NOT_A_PAIR = generic("wrong_return_type", "`evaluate` returned {got}; it should return a pair "
+                                          "`(loss, accuracy)` of Python floats.")
+NOT_A_DICT = generic("wrong_return_type", "`fit` returned {got}; it should return the history, "
+                                          "a dict with the lists {keys}.")
+HISTORY_SHAPE = Misconception(
+    "history_wrong_shape", "history is not one value per epoch per key",
+    "After {epochs} epochs the history should hold one float per epoch under each key, but "
+    "{found}. Append each epoch's numbers to these lists.")
+WRONG_ORDER = generic(
+    "wrong_value",
+    "For {epochs} epochs `fit` should train over the training loader, then validate over the "
+    "validation loader, once each per epoch; yours went: {order}. Validate after each epoch's "
+    "training, so the numbers describe the model that epoch produced.")
+BELOW_THRESHOLD = Misconception(
+    "accuracy_below_threshold", "model does not reach the required accuracy",
+    "After {epochs} epochs on {images} MNIST images the model classifies {got}% of the "
+    "validation images correctly; a working loop reaches at least {want}% here. Check that "
+    "`fit` trains with the optimizer it was given, unchanged (learning rate included), for the "
+    "number of epochs asked.")
 
 EVALUATE = Exercise(
     "evaluate",
@@ -51,10 +71,8 @@ FIT = Exercise(
      Check("val_acc", "records each epoch's validation accuracy"),
      Check("accuracy_reached", f"reaches {100 * MNIST_ACCURACY:g}% validation accuracy",
            data="mnist")],
-    [Misconception("history_wrong_shape", "history is not one value per epoch per key"),
-     Misconception("accuracy_below_threshold", "model does not reach the required accuracy"),
-     LOSS_TENSOR, IGNORES_LOADER, NO_TRAIN_MODE, *EVAL_MISTAKES, *STEP_MISTAKES,
-     *AVERAGE_MISTAKES],
+    [HISTORY_SHAPE, BELOW_THRESHOLD, LOSS_TENSOR, IGNORES_LOADER, NO_TRAIN_MODE, *EVAL_MISTAKES,
+     *STEP_MISTAKES, *AVERAGE_MISTAKES],
     timeout=60)
 
 
@@ -93,9 +111,7 @@ def grade_evaluate(judge: Judge, evaluate: Callable[..., Any], *, data: str) -> 
     passes = recorder.passes()
     require_loader_used(judge, passes, loader, len(forwards), who)
     judge.require("returns_pair", isinstance(result, (tuple, list)) and len(result) == 2,
-                  "wrong_return_type",
-                  f"`evaluate` returned {kind(result)}; it should return a pair "
-                  "`(loss, accuracy)` of Python floats.")
+                  NOT_A_PAIR, got=kind(result))
     loss, accuracy = check_numbers(judge, list(result), ["The loss `evaluate` returned",
                                                          "The accuracy `evaluate` returned"])
     numbers = evaluation_numbers(recorder, passes[0], loss_fn)
@@ -131,18 +147,15 @@ def _mnist_fit(seed: int) -> _FitSetup:
 
 def _check_history(judge: Judge, history: Any, epochs: int) -> dict[str, list[float | None]]:
     """Checks the history's shape and types; returns its values as floats (None where unusable)."""
-    if not judge.check("returns_dict", isinstance(history, dict), "wrong_return_type",
-                       f"`fit` returned {kind(history)}; it should return the history, a dict "
-                       f"with the lists {', '.join(f'`{k!r}`' for k in HISTORY_KEYS)}."):
+    if not judge.check("returns_dict", isinstance(history, dict), NOT_A_DICT, got=kind(history),
+                       keys=", ".join(f"`{k!r}`" for k in HISTORY_KEYS)):
         return {}  # the loop itself can still be judged
     shapes = {key: kind(history[key]) if key in history else "missing" for key in HISTORY_KEYS}
     good = {key: isinstance(history.get(key), (list, tuple)) and len(history[key]) == epochs
             for key in HISTORY_KEYS}
-    judge.check("history_shape", all(good.values()), "history_wrong_shape",
-                f"After {epochs} epochs the history should hold one float per epoch under each "
-                "key, but " + ", ".join(f"`history[{k!r}]` is {shapes[k]}" for k in HISTORY_KEYS
-                                        if not good[k])
-                + ". Append each epoch's numbers to these lists.")
+    judge.check("history_shape", all(good.values()), HISTORY_SHAPE, epochs=epochs,
+                found=", ".join(f"`history[{k!r}]` is {shapes[k]}" for k in HISTORY_KEYS
+                                if not good[k]))
     entries = [(key, epoch, value) for key in HISTORY_KEYS if good[key]
                for epoch, value in enumerate(history[key])]
     floats = check_numbers(judge, [value for _, _, value in entries],
@@ -192,11 +205,8 @@ def grade_fit(judge: Judge, fit: Callable[..., Any], *, data: str) -> None:
     require_loader_used(judge, passes, train, forwards, who)
     require_loader_used(judge, passes, val, forwards, who)
     expected = [train.name, val.name] * setup.epochs
-    judge.check("epoch_order", [p.loader for p in passes] == expected, "wrong_value",
-                f"For {setup.epochs} epochs `fit` should train over the training loader, then "
-                "validate over the validation loader, once each per epoch; yours went: "
-                f"{_order(passes)}. Validate after each epoch's training, so the numbers "
-                "describe the model that epoch produced.")
+    judge.check("epoch_order", [p.loader for p in passes] == expected, WRONG_ORDER,
+                epochs=setup.epochs, order=_order(passes))
     trained = [p for p in passes if p.loader == train.name]
     validated = [p for p in passes if p.loader == val.name]
     check_train_mode(judge, [f for p in trained for f in p.forwards], f"{who} (training)")
@@ -227,10 +237,6 @@ def grade_fit(judge: Judge, fit: Callable[..., Any], *, data: str) -> None:
     if setup.mnist:
         batches = list(setup.val)
         final = pass_numbers(recorder, batches, [recorder.snapshot()] * len(batches), loss_fn)
-        judge.check("accuracy_reached", final.accuracy >= MNIST_ACCURACY,
-                    "accuracy_below_threshold",
-                    f"After {setup.epochs} epochs on {MNIST_SUBSET[0]} MNIST images the model "
-                    f"classifies {number(100 * final.accuracy)}% of the validation images "
-                    f"correctly; a working loop reaches at least {100 * MNIST_ACCURACY:g}% "
-                    "here. Check that `fit` trains with the optimizer it was given, unchanged "
-                    "(learning rate included), for the number of epochs asked.")
+        judge.check("accuracy_reached", final.accuracy >= MNIST_ACCURACY, BELOW_THRESHOLD,
+                    epochs=setup.epochs, images=MNIST_SUBSET[0], got=number(100 * final.accuracy),
+                    want=f"{100 * MNIST_ACCURACY:g}")

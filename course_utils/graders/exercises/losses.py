@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils.graders.evidence import close, first_values, generator, kind, number, shape
-from course_utils.graders.declare import Check, Exercise, Misconception, recognise
+from course_utils.graders.declare import Check, Exercise, Misconception, generic, recognise
 from course_utils.graders.judge import Judge
 
 Inputs = tuple[torch.Tensor, torch.Tensor]
@@ -46,6 +46,20 @@ PARTLY_DETACHED = Misconception(
     "it should be {want}: part of the computation is cut off from the autograd graph "
     "(`.detach()`, `.data`, `.item()` or numpy), so `backward()` sees a different function.")
 SUMMED = "loss uses sum (or none) instead of the mean"
+NOT_A_TENSOR = generic(
+    "wrong_return_type",
+    "Your loss returned {got}; it must return the loss as a tensor, so that `loss.backward()` "
+    "can follow the graph back to the model. (`.item()` and `float()` turn it into a plain "
+    "number and cut it from the graph.){forgot}")
+NOT_REDUCED = Misconception(
+    "wrong_reduction", SUMMED,
+    "For inputs of shape {inputs} your loss has shape {got}{per_element}. A loss must be a "
+    "single number (shape `()`): the mean over all elements, so that `loss.backward()` can "
+    "start from it.")
+WRONG_LOSS = generic("wrong_value", "{evidence}. Go through the formula step by step on a tiny "
+                                    "example and compare each intermediate result.")
+LARGE_NOT_A_TENSOR = generic("wrong_return_type", "For logits of size 1e4 your loss returned "
+                                                  "{got}; it must return the loss as a tensor.")
 
 MSE_LOSS = Exercise(
     "mse_loss", LOSS_CHECKS,
@@ -108,20 +122,15 @@ def _grade_loss(judge: Judge, student: Any, cases: list[Inputs], reference: Loss
             results.append((inputs, judge.call(student, *inputs)))
     wrong = [r for _, r in results if not isinstance(r, torch.Tensor)]
     forgot = " Did you forget `return`?" if wrong and wrong[0] is None else ""
-    judge.require("tensor", not wrong, "wrong_return_type",
-                  f"Your loss returned {kind(wrong[0] if wrong else None)}; it must return the "
-                  "loss as a tensor, so that `loss.backward()` can follow the graph back to the "
-                  "model. (`.item()` and `float()` turn it into a plain number and cut it from "
-                  f"the graph.){forgot}")
+    judge.require("tensor", not wrong, NOT_A_TENSOR, got=kind(wrong[0] if wrong else None),
+                  forgot=forgot)
 
     not_scalar = next(((inputs, r) for inputs, r in results if r.dim() != 0), None)
     if not_scalar is not None:
         (first, _), r = not_scalar
         per_element = ": one loss per element, not reduced" if r.shape == first.shape else ""
-        judge.check("scalar", False, "wrong_reduction",
-                    f"For inputs of shape {shape(first)} your loss has shape {shape(r)}"
-                    f"{per_element}. A loss must be a single number (shape `()`): the mean over "
-                    "all elements, so that `loss.backward()` can start from it.")
+        judge.fail("scalar", NOT_REDUCED, inputs=shape(first), got=shape(r),
+                   per_element=per_element)
     else:
         judge.check("scalar", True)
 
@@ -147,18 +156,16 @@ def _check_value(judge: Judge, scalars: list[tuple[Inputs, torch.Tensor]], refer
                 f"{number(reference(first, second))}")
     mistake = recognise(got, cases, judge.exercise.misconceptions, _all_close)
     if mistake is not None:
-        return judge.check("value", False, mistake.code, mistake.say(evidence=evidence))
-    return judge.check("value", False, "wrong_value",
-                       f"{evidence}. Go through the formula step by step on a tiny example and "
-                       "compare each intermediate result.")
+        return judge.fail("value", mistake, evidence=evidence)
+    return judge.fail("value", WRONG_LOSS, evidence=evidence)
 
 
 def _check_graph(judge: Judge, scalars: list[tuple[Inputs, torch.Tensor]], reference: Loss,
                  correct: bool) -> None:
     """The loss keeps its autograd graph and, when its value is right, has the right gradient."""
     (first, second), r = scalars[0]
-    if not judge.check("graph", r.grad_fn is not None, DETACHED.code,
-                       DETACHED.say(grad=r.requires_grad)) or not correct:
+    if not judge.check("graph", r.grad_fn is not None, DETACHED,
+                       grad=r.requires_grad) or not correct:
         return
     ok, grads = judge.attempt("graph", lambda: torch.autograd.grad(r, first, allow_unused=True),
                               doing="computing the gradient of your loss")
@@ -168,8 +175,8 @@ def _check_graph(judge: Judge, scalars: list[tuple[Inputs, torch.Tensor]], refer
         input_again = first.detach().clone().requires_grad_()
         expected, = torch.autograd.grad(reference(input_again, second), input_again)
     yours = grads[0] if grads[0] is not None else torch.zeros_like(first)
-    judge.check("graph", close(yours, expected), PARTLY_DETACHED.code,
-                PARTLY_DETACHED.say(got=first_values(yours), want=first_values(expected)))
+    judge.check("graph", close(yours, expected), PARTLY_DETACHED,
+                got=first_values(yours), want=first_values(expected))
 
 
 def _check_large_logits(judge: Judge, student: Any, gen: torch.Generator, correct: bool) -> None:
@@ -182,9 +189,7 @@ def _check_large_logits(judge: Judge, student: Any, gen: torch.Generator, correc
     if not ok:
         return
     if not isinstance(r, torch.Tensor):
-        judge.check("stable", False, "wrong_return_type",
-                    f"For logits of size 1e4 your loss returned {kind(r)}; it must return the "
-                    "loss as a tensor.")
+        judge.fail("stable", LARGE_NOT_A_TENSOR, got=kind(r))
         return
     values, expected = r.detach().flatten(), F.cross_entropy(logits, targets)
     # A wrong formula or reduction was reported already; here only overflow counts against it.
@@ -192,6 +197,5 @@ def _check_large_logits(judge: Judge, student: Any, gen: torch.Generator, correc
         not correct or values.numel() != 1
         or math.isclose(values.item(), expected.item(), rel_tol=1e-4))
     (unstable,) = judge.exercise.mistakes("numerically_unstable")
-    judge.check("stable", stable, unstable.code,
-                unstable.say(logits=first_values(logits[0], 5), got=first_values(r),
-                             want=number(expected)))
+    judge.check("stable", stable, unstable, logits=first_values(logits[0], 5),
+                got=first_values(r), want=number(expected))

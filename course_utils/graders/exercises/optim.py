@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import close, first_values, generator, number, ratio
 from course_utils.graders.judge import Judge
 
@@ -28,18 +28,47 @@ _NONE_GRAD = (
      "parameters instead of updating them."))
 
 
+NOT_IN_PLACE = Misconception(
+    "no_in_place_update", "parameters not updated in place",
+    "{values}, but it still holds its old values. {how} Change the values inside the existing "
+    "tensor with an in-place operation, under `torch.no_grad()`.")
+ASCENT = Misconception(
+    "gradient_ascent", "update goes up the gradient instead of down",
+    "{values}, but it holds {got}: it moved up the gradient, which makes the loss larger. "
+    "Gradient descent steps against the gradient.")
+GRADIENTS_CHANGED = Misconception(
+    "modifies_gradients", "the update changes .grad",
+    "Before your step `params[{i}].grad` was {before}; afterwards it is {now}. The step should "
+    "only read the gradients: clearing them is `zero_grad()`'s job, at its own place in the "
+    "training loop, and scaling them in place changes what other code (gradient clipping, "
+    "logging) sees.")
+GRADIENT_FILLED = Misconception(
+    "modifies_gradients", GRADIENTS_CHANGED.plain,
+    "`params[1]` had no gradient (`.grad` was None), and after your step its `.grad` is {now}. "
+    "Leave `.grad` as it is; a parameter without a gradient is simply skipped.")
+WRONG_STEP = generic("wrong_value", "{values}, but it holds {got}{times}. One step moves each "
+                                    "parameter by minus the learning rate times its gradient.")
+STEPPED_WITHOUT_GRADIENT = generic(
+    "wrong_value",
+    "`params[1]` had no gradient (`.grad` was None), yet your step changed it from {before} to "
+    "{after}. Without a gradient there is nothing to step along: skip it.")
+STOPPED_AT_NONE = generic(
+    "wrong_value",
+    "Your step stops at `params[1]`, whose `.grad` is None: `params[2]`, which comes after it, "
+    "was not updated. Skip only the parameter without a gradient and go on with the rest of "
+    "the loop.")
+
 SGD_STEP = Exercise(
     "sgd_step",
     [Check("update", "moves each parameter object by -lr * grad, in place", lesson=True),
      Check("keeps_gradients", "leaves `.grad` as it was"),
      Check("skips_none", "leaves a parameter whose `.grad` is None untouched"),
      Check("updates_rest", "still updates the parameters after one without a gradient")],
-    [Misconception("no_in_place_update", "parameters not updated in place"),
-     Misconception("gradient_ascent", "update goes up the gradient instead of down"),
+    [NOT_IN_PLACE, ASCENT,
      Misconception("update_tracked_by_autograd",
                    "update recorded by autograd (no torch.no_grad())"),
      Misconception("none_grad_crash", "crashes on parameters without a gradient"),
-     Misconception("modifies_gradients", "the update changes .grad")])
+     GRADIENTS_CHANGED, GRADIENT_FILLED])
 
 
 @SGD_STEP
@@ -108,21 +137,14 @@ def _check_updates(judge: Judge, params: list[_Parameter]) -> bool:
             else:
                 how = ("Writing `p = p - lr * p.grad` only points the name `p` at a new tensor; "
                        "the parameter object itself keeps its values.")
-            return judge.check("update", False, "no_in_place_update",
-                               f"{values}, but it still holds its old values. {how} Change "
-                               "the values inside the existing tensor with an in-place "
-                               "operation, under `torch.no_grad()`.")
+            return judge.fail("update", NOT_IN_PLACE, values=values, how=how)
         if close(after, p.before + _LEARNING_RATE * p.grad):
-            return judge.check("update", False, "gradient_ascent",
-                               f"{values}, but it holds {first_values(after)}: it moved up the "
-                               "gradient, which makes the loss larger. Gradient descent steps "
-                               "against the gradient.")
+            return judge.fail("update", ASCENT, values=values, got=first_values(after))
         factor = ratio(after - p.before, p.expected() - p.before)
         times = (f" ({number(factor)} times the right step: is `lr` applied exactly once?)"
                  if factor else "")
-        return judge.check("update", False, "wrong_value",
-                           f"{values}, but it holds {first_values(after)}{times}. One step "
-                           "moves each parameter by minus the learning rate times its gradient.")
+        return judge.fail("update", WRONG_STEP, values=values, got=first_values(after),
+                          times=times)
     return judge.check("update", True)
 
 
@@ -134,29 +156,18 @@ def _check_gradients_kept(judge: Judge, params: list[_Parameter]) -> None:
         return
     i, p = changed
     now = "None" if p.tensor.grad is None else first_values(p.tensor.grad)
-    judge.check("keeps_gradients", False, "modifies_gradients",
-                f"Before your step `params[{i}].grad` was {first_values(p.grad)}; afterwards it "
-                f"is {now}. The step should only read the gradients: clearing them is "
-                "`zero_grad()`'s job, at its own place in the training loop, and scaling them "
-                "in place changes what other code (gradient clipping, logging) sees.")
+    judge.fail("keeps_gradients", GRADIENTS_CHANGED, i=i, before=first_values(p.grad), now=now)
 
 
 def _check_skips_none_grad(judge: Judge, params: list[_Parameter], updated: bool) -> None:
     """With a gradient-less parameter in the middle: it is untouched, the others still step."""
     skipped = next(p for p in params if p.grad is None)
     if skipped.tensor.grad is not None:
-        judge.check("skips_none", False, "modifies_gradients",
-                    "`params[1]` had no gradient (`.grad` was None), and after your step its "
-                    f"`.grad` is {first_values(skipped.tensor.grad)}. Leave `.grad` as it is; "
-                    "a parameter without a gradient is simply skipped.")
+        judge.fail("skips_none", GRADIENT_FILLED, now=first_values(skipped.tensor.grad))
     else:
-        judge.check("skips_none", close(skipped.tensor.detach(), skipped.before), "wrong_value",
-                    "`params[1]` had no gradient (`.grad` was None), yet your step changed it "
-                    f"from {first_values(skipped.before)} to {first_values(skipped.tensor)}. "
-                    "Without a gradient there is nothing to step along: skip it.")
+        judge.check("skips_none", close(skipped.tensor.detach(), skipped.before),
+                    STEPPED_WITHOUT_GRADIENT, before=first_values(skipped.before),
+                    after=first_values(skipped.tensor))
     if updated:  # the update rule itself was right, so a parameter left behind was never visited
         judge.check("updates_rest", close(params[-1].tensor.detach(), params[-1].expected()),
-                    "wrong_value",
-                    "Your step stops at `params[1]`, whose `.grad` is None: `params[2]`, which "
-                    "comes after it, was not updated. Skip only the parameter without a "
-                    "gradient and go on with the rest of the loop.")
+                    STOPPED_AT_NONE)

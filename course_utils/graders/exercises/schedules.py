@@ -9,7 +9,7 @@ from torch import nn
 
 from course_utils.graders.averages import (AVERAGE_CHECKS, LOSS_MISTAKES, check_mean_loss,
                                            training_numbers)
-from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import kind, number
 from course_utils.graders.judge import Judge
 from course_utils.graders.modes import (IGNORES_LOADER, LOADER_CHECK, NO_TRAIN_MODE,
@@ -45,7 +45,27 @@ SCHEDULE_MISTAKES = [
                   "{intended}: the learning rate never changed because `scheduler.step()` was "
                   "never called. Call it once per epoch, after the epoch's optimizer steps."),
 ]
-WRONG_SHAPE = Misconception("history_wrong_shape", "history is not one value per epoch per key")
+WRONG_SHAPE = Misconception(
+    "history_wrong_shape", "history is not one value per epoch per key",
+    "`train_with_schedule` returned {got} for {epochs} epochs; it should return a list of "
+    "{epochs} floats, each epoch's mean loss.")
+NOT_COMPARED = Misconception(WRONG_SHAPE.code, WRONG_SHAPE.plain, "The epoch losses could not be "
+                                                                  "compared: see the returned "
+                                                                  "value above.")
+PASSES_PER_EPOCH = Misconception(
+    IGNORES_LOADER.code, IGNORES_LOADER.plain,
+    "{who} went through the loader {passes} times for {epochs} epochs: each epoch is one pass "
+    "over all its batches.")
+STEP_COUNT = generic(
+    "wrong_value",
+    "Your loop trained at the right learning rates, but `scheduler.step()` was called {steps} "
+    "times for {epochs} epochs: call it exactly once per epoch, also after the last one, so "
+    "that a resumed or continued run starts at the right point of the schedule.")
+WRONG_RATES = generic(
+    "wrong_value",
+    "Your loop trained at the learning rates {seen}, but the schedule's are {intended}: "
+    "`scheduler.step()` was called {steps} times for {epochs} epochs. Call it exactly once per "
+    "epoch, after the epoch's optimizer steps.")
 
 TRAIN_WITH_SCHEDULE = Exercise(
     "train_with_schedule",
@@ -87,9 +107,8 @@ def grade_train_with_schedule(judge: Judge, train_with_schedule: Callable[..., A
     who = "Your `train_with_schedule`"
     passes = [p for p in recorder.passes() if p.loader == loader.name]
     require_loader_used(judge, passes, loader, count(recorder.events, "forward"), who)
-    judge.check("loader", len(passes) == EPOCHS, IGNORES_LOADER.code,
-                f"{who} went through the loader {len(passes)} times for {EPOCHS} epochs: "
-                "each epoch is one pass over all its batches.")
+    judge.check("loader", len(passes) == EPOCHS, PASSES_PER_EPOCH, who=who, passes=len(passes),
+                epochs=EPOCHS)
     check_train_mode(judge, [f for p in passes for f in p.forwards], who)
     iterations = [it for p in passes for it in recorder.iterations(p)]
     check_training(judge, recorder, iterations, loss_fn, who=who)
@@ -101,18 +120,15 @@ def grade_train_with_schedule(judge: Judge, train_with_schedule: Callable[..., A
         check_mean_loss(judge, losses[e], numbers[e],
                         f"The loss `train_with_schedule` returned for epoch {e + 1}")
     else:
-        judge.check("mean_loss", False, WRONG_SHAPE.code,
-                    "The epoch losses could not be compared: see the returned value above.")
+        judge.fail("mean_loss", NOT_COMPARED)
 
 
 def _check_losses(judge: Judge, returned: Any) -> list[float | None]:
     """One float per epoch, in a list (or tuple); returns them (empty when unusable)."""
     listed = isinstance(returned, (list, tuple))
     values = list(returned) if listed else [returned]
-    shaped = judge.check(
-        "returns_list", listed and len(values) == EPOCHS, WRONG_SHAPE.code,
-        f"`train_with_schedule` returned {kind(returned)} for {EPOCHS} epochs; it should "
-        f"return a list of {EPOCHS} floats, each epoch's mean loss.")
+    shaped = judge.check("returns_list", listed and len(values) == EPOCHS, WRONG_SHAPE,
+                         got=kind(returned), epochs=EPOCHS)
     names = [f"The loss `train_with_schedule` returned for epoch {k}" if listed
              else "The value `train_with_schedule` returned" for k in range(1, len(values) + 1)]
     floats = check_numbers(judge, values, names)
@@ -148,11 +164,8 @@ def _check_schedule(judge: Judge, seen: list[tuple[float, ...]],
     # Both sequences list each optimizer step's learning rates, parameter groups joined by `/`.
     evidence = dict(seen=_lrs(seen), intended=_lrs(intended))
     if same(seen, intended):
-        judge.check("schedule", steps_taken == EPOCHS, "wrong_value",
-                    f"Your loop trained at the right learning rates, but `scheduler.step()` was "
-                    f"called {steps_taken} times for {EPOCHS} epochs: call it exactly once per "
-                    "epoch, also after the last one, so that a resumed or continued run starts "
-                    "at the right point of the schedule.")
+        judge.check("schedule", steps_taken == EPOCHS, STEP_COUNT, steps=steps_taken,
+                    epochs=EPOCHS)
         return
     shifted = [tuple(lr * GAMMA ** (epoch + 1) for lr in GROUP_LRS)
                for epoch in range(EPOCHS) for _ in range(batches)][:len(seen)]
@@ -161,10 +174,6 @@ def _check_schedule(judge: Judge, seen: list[tuple[float, ...]],
     before, after_batch, never = SCHEDULE_MISTAKES
     for mistake, pattern in ((before, shifted), (after_batch, per_batch), (never, constant)):
         if seen and same(seen, pattern):
-            judge.check("schedule", False, mistake.code, mistake.say(**evidence))
+            judge.fail("schedule", mistake, **evidence)
             return
-    judge.check("schedule", False, "wrong_value",
-                f"Your loop trained at the learning rates {evidence['seen']}, but "
-                f"the schedule's are {evidence['intended']}: `scheduler.step()` was called "
-                f"{steps_taken} times for {EPOCHS} epochs. Call it exactly once per epoch, after "
-                "the epoch's optimizer steps.")
+    judge.fail("schedule", WRONG_RATES, **evidence, steps=steps_taken, epochs=EPOCHS)

@@ -2,14 +2,14 @@
 another in sandboxed kernels forked warm and started before they are needed, all into the one
 gradebook.
 
-Each grading process (``course_utils.grading_worker``) loads nbgrader and the course's
+Each grading process (``course_utils.autograde.parallel.worker``) loads nbgrader and the course's
 configuration once and grades each (lesson, student) submission with nbgrader's own
 ``Autograde`` converter, exactly as ``nbgrader autograde LESSON --student ID`` would: the same
 preprocessors, the same trusted scores, kernels as confined and limited. Each process starts a
 zygote in the sandbox that imports torch, matplotlib, the graders and the IPython kernel once;
 every notebook's kernel is forked from it into namespaces of its own
-(``course_utils.forked_kernels``), already warm, while the notebook before it is graded
-(``course_utils.kernel_pool``). A kernel serves one notebook only.
+(``course_utils.autograde.kernels.forked``), already warm, while the notebook before it is graded
+(``course_utils.autograde.kernels.pool``). A kernel serves one notebook only.
 
 All processes write into the course's one gradebook. SQLite makes that safe: every write is
 a transaction that locks the database file, so concurrent writers are serialised (on a local
@@ -23,8 +23,9 @@ gradebook once, up front, before grading starts. A grading process that dies cos
 submission it was grading; a new one takes over the rest.
 
 Example:
-    $ python -m course_utils.parallel_grade 02_loss 06_epoch_loss --workers 2
-    $ python -m course_utils.parallel_grade --student bea --force   # every lesson bea handed in
+    $ course-grade 02_loss 06_epoch_loss --workers 2
+    $ course-grade --student bea --force   # every lesson bea handed in
+    (``course-grade`` is ``python -m course_utils.autograde.parallel.cli``)
 """
 
 from __future__ import annotations
@@ -41,35 +42,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from course_utils.grading_jobs import Job, Result, find_jobs, part_of
-from course_utils.grading_progress import Progress
-from course_utils.sandbox import enabled_for, missing, unavailable_message
+from course_utils.autograde.environment import available_cores, nbgrader_environment
+from course_utils.autograde.kernels.policy import enabled_for, missing, unavailable_message
+from course_utils.autograde.parallel.jobs import Job, Result, find_jobs, part_of
+from course_utils.autograde.parallel.progress import Progress
 
 __all__ = ["Job", "Result", "find_jobs", "grade_class", "main"]
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def available_cores() -> int:
-    """The CPU cores this process may use (fewer than the machine's under a CPU affinity mask)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def nbgrader_environment(workers: int = 1) -> dict[str, str]:
-    """The environment for grading: this Python's scripts first on ``PATH`` (nbgrader runs
-    ``alembic`` from there to set up a new gradebook) and, for several workers, the cores
-    shared out among their kernels: PyTorch processes that each use every core slow each other
-    down."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    if workers > 1:
-        threads = str(max(1, available_cores() // workers))
-        for variable in _THREAD_VARIABLES:
-            env.setdefault(variable, threads)
-    return env
-
 
 def add_students(course: Path, students: set[str], nbgrader_args: list[str]) -> None:
     """Adds the students to the gradebook at once (existing ones are unchanged)."""
@@ -135,13 +113,13 @@ def grade_class(course: Path, jobs: list[Job], workers: int | None = None,
                 nbgrader_args: list[str] | None = None, retries: int = 2,
                 echo: bool = True, serve: Callable[..., None] | None = None) -> list[Result]:
     """Autogrades ``jobs`` with ``workers`` grading processes (default: one per core), each
-    running ``serve`` (default: ``course_utils.grading_worker.serve``).
+    running ``serve`` (default: ``course_utils.autograde.parallel.worker.serve``).
 
     Example:
         >>> results = grade_class(Path("."), find_jobs(Path("."), ["02_loss"]))  # doctest: +SKIP
     """
     if serve is None:
-        from course_utils.grading_worker import serve
+        from course_utils.autograde.parallel.worker import serve
     workers = max(1, min(workers or available_cores(), len(jobs) or 1))
     args = list(nbgrader_args or [])
     environment = nbgrader_environment(workers)
@@ -203,7 +181,7 @@ def _replace(dead: _Worker, pool: list[_Worker], waiting: deque[Job],
 def main(argv: list[str] | None = None) -> int:
     """Command line; options it does not know are passed on to nbgrader's autograde."""
     parser = argparse.ArgumentParser(
-        prog="python -m course_utils.parallel_grade",
+        prog="course-grade",
         description="Autograde every submission in submitted/ with several long-lived grading "
                     "processes, each kernel sandboxed and started ahead. Other options (e.g. "
                     "--force, --Execute.timeout=60, --Sandbox.memory_gib=12) go to nbgrader's "

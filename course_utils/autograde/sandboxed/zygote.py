@@ -17,8 +17,8 @@ namespaces; a private ``/tmp``, ``/dev/shm`` and notebook folder in memory; only
 of ``<root>``; its limits; no capabilities; and, as in a fresh kernel, new random seeds.
 Forking is only safe from a process with one thread, so the parent refuses to start with more.
 
-Example (inside the sandbox ``course_utils.forked_kernels`` builds):
-    $ python -m course_utils.kernel_zygote /run/kernels /course/autograded
+Example (inside the sandbox ``course_utils.autograde.kernels.forked`` builds):
+    $ python -m course_utils.autograde.sandboxed.zygote /run/kernels
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ import stat
 import sys
 from typing import Any
 
-from course_utils import namespaces as ns
+from course_utils.autograde.sandboxed import namespaces as ns
 
+# The kernel's guard (the module run in place of ``ipykernel_launcher``).
+GUARD = "course_utils.autograde.sandboxed.guard"
 # Imported once here, and so already imported in every kernel: their import has no effect
 # that depends on the kernel (no IPython shell exists yet when they run).
 PRELOADED = ("numpy", "torch", "torch.nn", "torch.optim", "torch.utils.data", "matplotlib",
              "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.font_manager",
              "matplotlib.patches", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
-             "tqdm", "course_utils.graders", "course_utils.data", "course_utils.kernel_guard",
+             "tqdm", "course_utils.graders", "course_utils.data", GUARD,
              # what the first ``optimizer.step()`` imports (a second of CPU time)
              "torch._dynamo")
 # Imported by a kernel only: each sets itself up for the IPython shell running at its import.
@@ -227,7 +229,7 @@ def _run_kernel(settings: dict[str, Any], report: int) -> None:
     sys.modules["torch"].seed()
     os.write(report, b"ready")
     _close_descriptors()
-    guard = sys.modules["course_utils.kernel_guard"]
+    guard = sys.modules[GUARD]
     sys.argv = [guard.__file__, *settings["arguments"]]
     try:
         guard.main()
@@ -261,7 +263,7 @@ def _kernel_parent(folder_of_kernel: str, report: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-class Zygote:
+class Forker:
     """The forking parent's bookkeeping: its kernels by id, and their exit statuses."""
 
     def __init__(self, root: str) -> None:
@@ -328,8 +330,8 @@ class Zygote:
 
 
 def main() -> None:
-    """``python -m course_utils.kernel_zygote ROOT``: preloads, says whether it is ready, and
-    serves requests until stdin closes."""
+    """``python -m course_utils.autograde.sandboxed.zygote ROOT``: preloads, says whether it is
+    ready, and serves requests until stdin closes."""
     answers = sys.stdout
     try:
         preload()
@@ -339,7 +341,7 @@ def main() -> None:
         return
     answers.write(json.dumps({"ready": True}) + "\n")
     answers.flush()
-    Zygote(os.path.realpath(sys.argv[1])).serve(sys.stdin, answers)
+    Forker(os.path.realpath(sys.argv[1])).serve(sys.stdin, answers)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Sandboxed kernels for autograding: each student's notebook runs confined by bubblewrap.
+"""The sandbox's policy: what a student's kernel sees and may use, as bubblewrap's arguments.
 
 The kernel sees the Python environment, the ``course_utils`` package and ``data/`` read-only,
 the other files of its own notebook's folder read-only on a private writable scratch space,
@@ -36,7 +36,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.manager import AsyncKernelManager
 from traitlets import Bool, Float, Integer
 from traitlets.config import Application, Configurable
 
@@ -56,7 +55,7 @@ PASSED_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "NBGRADER_EXECUT
                     "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED", "MPLBACKEND")
 _MIB = 1 << 20
 # Started in place of ``ipykernel_launcher``: the kernel with its guard in place.
-GUARDED_KERNEL = "course_utils.kernel_guard"
+GUARDED_KERNEL = "course_utils.autograde.sandboxed.guard"
 
 
 class Sandbox(Configurable):
@@ -182,20 +181,20 @@ def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
               f"--nproc={processes}", f"--fsize={settings.file_size_mib * _MIB}",
               f"--cpu={settings.cpu_seconds}", "--core=0", "--"]
     mounts = _notebook_folder_mounts(folder, settings, files) + ["--bind", private, private]
-    return (limits + _confined(mounts, folder, settings, _kernel_environment(), user)
+    return (limits + _confined(mounts, folder, settings, kernel_environment(), user)
             + list(kernel_cmd))
 
 
 def zygote_command(command: list[str], root: str, autograded: str,
                    settings: Sandbox) -> list[str]:
-    """The command that runs ``command`` (``course_utils.kernel_zygote``) in the sandbox of
-    every kernel, less a notebook folder: kernels forked from it confine themselves further,
+    """The command that runs ``command`` (``course_utils.autograde.sandboxed.zygote``) in the
+    sandbox of every kernel, less a notebook folder: kernels forked from it confine themselves further,
     each to one folder below ``autograded`` and one below ``root``, and set their own limits.
     """
     # A process with one thread can fork safely: numpy's BLAS starts none with this. And
     # matplotlib, imported there, takes the backend ipykernel sets before a kernel's imports.
     environment = {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                   **_kernel_environment(), "OPENBLAS_NUM_THREADS": "1"}
+                   **kernel_environment(), "OPENBLAS_NUM_THREADS": "1"}
     mounts = ["--tmpfs", autograded, "--bind", root, root]
     return _confined(mounts, "/", settings, environment) + list(command)
 
@@ -232,7 +231,9 @@ def _confined(mounts: list[str], folder: str, settings: Sandbox,
     return sandbox + ["--"]
 
 
-def _kernel_environment() -> dict[str, str]:
+def kernel_environment() -> dict[str, str]:
+    """The environment of a student's kernel: a few of this process's variables, and the
+    sandbox's own paths."""
     environment = {name: os.environ[name] for name in PASSED_VARIABLES if name in os.environ}
     environment.update({
         "PATH": os.pathsep.join([os.path.join(sys.prefix, "bin"), "/usr/local/bin", "/usr/bin",
@@ -323,75 +324,3 @@ def enabled_for(course: Path, nbgrader_args: list[str]) -> bool:
         overrides = KVArgParseConfigLoader(settings).load_config()
         config = overrides if config is None else (config.merge(overrides) or config)
     return Sandbox(config=config).enabled if config is not None else Sandbox().enabled
-
-
-class SandboxedKernelManager(AsyncKernelManager):
-    """A kernel manager that starts the kernel in the sandbox and talks to it over IPC."""
-
-    _private: str | None = None
-    # The notebook folder's files (name -> where they are now) for a kernel started before
-    # nbgrader fills the folder; None: the folder's own files at start.
-    folder_files: dict[str, str] | None = None
-
-    _kernel_cmd: list[str] = []
-    _folder = ""
-    _user = UNPRIVILEGED_ID
-
-    async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
-        from course_utils import forked_kernels
-        zygote = forked_kernels.current()
-        self._private = tempfile.mkdtemp(prefix="course-sandbox-",
-                                         dir=zygote.root if zygote else None)
-        # A kernel the zygote may fork runs as the zygote's user.
-        self._user = UNPRIVILEGED_ID if zygote else kernel_user_id()
-        if os.geteuid() == 0:
-            os.chown(self._private, self._user, self._user)
-        self.transport = "ipc"
-        self.ip = os.path.join(self._private, "kernel")
-        self.connection_file = os.path.join(self._private, "connection.json")
-        # Signals from outside do not reach a kernel in its own session and PID namespace:
-        # interrupts go over the control channel instead.
-        if self.kernel_spec is not None:
-            self.kernel_spec.interrupt_mode = "message"
-        kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
-        # The guard goes in before any of the notebook's code runs.
-        kernel_cmd = [GUARDED_KERNEL if arg == "ipykernel_launcher" else arg
-                      for arg in kernel_cmd]
-        os.chmod(self.connection_file, 0o644)
-        folder = os.path.abspath(kw.get("cwd") or os.getcwd())
-        # The sandbox enters the folder itself; outside, it may not exist yet.
-        kw["cwd"] = folder if self.folder_files is None else self._private
-        settings = Sandbox(config=self.config)
-        self._kernel_cmd, self._folder = kernel_cmd, folder
-        return bwrap_command(kernel_cmd, folder, self._private, settings,
-                             self.folder_files, self._user), kw
-
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
-        """Forks the kernel from this process's zygote where it serves it
-        (``course_utils.forked_kernels``), else starts it alone in its sandbox."""
-        from course_utils import forked_kernels
-        zygote = forked_kernels.current()
-        files = (notebook_folder_files(self._folder) if self.folder_files is None
-                 else self.folder_files)
-        if (zygote is None or not zygote.serves(self._kernel_cmd, self._folder)
-                or not all(os.path.isfile(path) for path in files.values())):
-            await super()._async_launch_kernel(kernel_cmd, **kw)
-            return
-        try:
-            process = zygote.start_kernel(self._private, self._kernel_cmd, self._folder, files)
-        except (forked_kernels.ZygoteError, OSError) as error:
-            self.log.warning("Starting the kernel alone: the zygote could not fork it (%s)", error)
-            shutil.rmtree(os.path.join(self._private, "files"), ignore_errors=True)
-            await super()._async_launch_kernel(kernel_cmd, **kw)
-            return
-        assert self.provisioner is not None
-        provisioner: Any = self.provisioner
-        provisioner.process, provisioner.pid, provisioner.pgid = process, None, None
-        provisioner.cwd = self._folder
-        self._reconcile_connection_info(provisioner.connection_info)
-
-    async def _async_cleanup_resources(self, restart: bool = False) -> None:
-        await super()._async_cleanup_resources(restart=restart)
-        if self._private and not restart:
-            shutil.rmtree(self._private, ignore_errors=True)
-            self._private = None

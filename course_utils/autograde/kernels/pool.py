@@ -4,17 +4,16 @@ its heavy imports done, while the notebook before it is graded.
 A grading process that knows which submission comes next calls ``prepare`` for it: the kernel
 starts in that submission's own sandbox (the files nbgrader will put in its folder, copied from
 where they are now), forked from the grading process's zygote where it has one
-(``course_utils.forked_kernels``, imports already done) and else started alone, and is asked,
-silently and without history, to import torch, matplotlib and the graders and warm them up.
+(``course_utils.autograde.kernels.forked``, imports already done) and else started alone, and is
+asked, silently and without history, to import torch, matplotlib and the graders and warm them up.
 ``SafeExecute`` then takes that kernel for the notebook in place of starting one, but only if it
 was prepared for exactly this folder, with exactly the files nbgrader put there, and is still
 alive; otherwise it starts one as usual. A kernel is never given to a second notebook: each is
 shut down after its notebook, and nothing one student's code did reaches another's kernel (a
 forked kernel is a copy of the zygote, which never runs a notebook's code).
 
-Example:
-    >>> take("/course/autograded/bea/02_loss", "python3") is None   # no pool in this process
-    True
+The grading process hands its pool to ``SafeExecute`` with each notebook, in nbconvert's
+resources under ``RESOURCE``.
 """
 
 from __future__ import annotations
@@ -31,8 +30,12 @@ from jupyter_core.utils import ensure_async, run_sync
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.utils import find_all_files, setenv
 
-from course_utils.sandbox import SandboxedKernelManager, notebook_folder_files
+from course_utils.autograde.kernels.forked import ForkedProcess, Zygote
+from course_utils.autograde.kernels.manager import SandboxedKernelManager
+from course_utils.autograde.kernels.policy import notebook_folder_files
 
+# The key of nbconvert's resources under which a notebook's executor finds the pool.
+RESOURCE = "course_kernel_pool"
 # Seconds a prepared kernel may take to start and import (nbclient's own startup limit).
 READY_TIMEOUT = 60
 # Run in each prepared kernel before its notebook: the imports every lesson starts with, and
@@ -100,14 +103,23 @@ def _same_files(folder: str, files: dict[str, str]) -> bool:
 
 
 class KernelPool:
-    """The kernels one grading process has started ahead, by notebook folder."""
+    """The kernels one grading process has started ahead, by notebook folder, each forked from
+    ``zygote`` where it serves it (None: each started alone)."""
 
-    def __init__(self, config: Any, coursedir: CourseDirectory,
-                 extra_arguments: list[str]) -> None:
+    def __init__(self, config: Any, coursedir: CourseDirectory, extra_arguments: list[str],
+                 zygote: Zygote | None = None) -> None:
         self.config = config
         self.coursedir = coursedir
         self.extra_arguments = extra_arguments
+        self.zygote = zygote
         self._ready: dict[str, Prepared] = {}
+        # Where each notebook folder's kernel came from, once taken: "forked" (warm, from the
+        # zygote) or "ahead" (started ahead alone).
+        self.origins: dict[str, str] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> KernelPool:
+        # nbconvert deep-copies a notebook's resources, which carry the pool: one pool serves all.
+        return self
 
     def prepare(self, lesson: str, student: str, kernel_name: str,
                 keep_own: list[str] | None = None) -> None:
@@ -118,7 +130,7 @@ class KernelPool:
         if folder in self._ready or files is None:
             return
         manager = SandboxedKernelManager(kernel_name=kernel_name, config=self.config)
-        manager.folder_files = files
+        manager.folder_files, manager.zygote = files, self.zygote
         # The kernel's environment is taken from this process at start: as during autograde.
         with setenv(NBGRADER_EXECUTION="autograde"):
             run_sync(manager.start_kernel)(extra_arguments=self.extra_arguments, cwd=folder)
@@ -139,6 +151,9 @@ class KernelPool:
         answered = fits and run_sync(_answered)(prepared.client, prepared.preload)
         prepared.client.stop_channels()
         if answered and run_sync(prepared.manager.is_alive)():
+            process = getattr(getattr(prepared.manager, "provisioner", None), "process", None)
+            self.origins[prepared.folder] = ("forked" if isinstance(process, ForkedProcess)
+                                             else "ahead")
             return prepared.manager
         _shut_down(prepared.manager)
         return None
@@ -166,17 +181,3 @@ async def _answered(client: KernelClient, msg_id: str) -> bool:
 
 def _shut_down(manager: SandboxedKernelManager) -> None:
     run_sync(manager.shutdown_kernel)(now=True)
-
-
-_POOL: KernelPool | None = None
-
-
-def use(pool: KernelPool | None) -> None:
-    """Makes ``pool`` the one ``take`` draws from in this process (None: none)."""
-    global _POOL
-    _POOL = pool
-
-
-def take(folder: str, kernel_name: str) -> SandboxedKernelManager | None:
-    """The kernel this process prepared for ``folder``, or None: start one as usual."""
-    return _POOL.take(folder, kernel_name) if _POOL is not None else None

@@ -5,7 +5,7 @@ starting while it grades the current one.
 nbgrader, its configuration and the gradebook connection code are loaded once per process, not
 once per submission. Each submission is graded exactly as ``nbgrader autograde LESSON
 --student ID`` grades it (the same converter, preprocessors, sandbox and gradebook writes);
-only its kernel may have been started earlier (``course_utils.kernel_pool``).
+only its kernel may have been started earlier (``course_utils.autograde.kernels.pool``).
 
 Example:
     >>> app = open_app(Path("."), ["--force"])                       # doctest: +SKIP
@@ -23,6 +23,7 @@ import traceback
 import warnings
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbgrader.apps import AutogradeApp
@@ -30,9 +31,11 @@ from nbgrader.converters import Autograde
 from nbgrader.converters.base import NbGraderException
 from sqlalchemy.exc import SAWarning
 
-from course_utils import forked_kernels, kernel_pool
-from course_utils.grading_jobs import Job, Result, failure_reason
-from course_utils.sandbox import Sandbox
+from course_utils.autograde.execute import SafeExecute
+from course_utils.autograde.kernels import forked
+from course_utils.autograde.kernels.policy import Sandbox
+from course_utils.autograde.kernels.pool import RESOURCE, KernelPool
+from course_utils.autograde.parallel.jobs import Job, Result, failure_reason
 
 # Transient database errors after which grading the submission again is right.
 RETRY_ON = ("database is locked",)
@@ -63,14 +66,29 @@ class _Capture(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def _autograde(app: AutogradeApp, job: Job) -> tuple[bool, str]:
+class _AutogradeWithPool(Autograde):
+    """nbgrader's ``Autograde`` that hands each notebook's executor the pool of kernels started
+    ahead (``SafeExecute`` takes it from the notebook's resources)."""
+
+    pool: KernelPool | None = None
+
+    def init_single_notebook_resources(self, notebook_filename: str) -> dict[str, Any]:
+        resources = super().init_single_notebook_resources(notebook_filename)
+        if self.pool is not None:
+            resources[RESOURCE] = self.pool
+        return resources
+
+
+def _autograde(app: AutogradeApp, job: Job, pool: KernelPool | None = None) -> tuple[bool, str]:
     """One ``nbgrader autograde`` of one submission, in this process: (succeeded, its log)."""
     capture = _Capture()
     app.log.addHandler(capture)
     try:
         app.coursedir.assignment_id = job.lesson
         app.coursedir.student_id = job.student
-        Autograde(coursedir=app.coursedir, parent=app).start()
+        converter = _AutogradeWithPool(coursedir=app.coursedir, parent=app)
+        converter.pool = pool
+        converter.start()
         succeeded = True
     except NbGraderException:
         succeeded = False
@@ -82,34 +100,41 @@ def _autograde(app: AutogradeApp, job: Job) -> tuple[bool, str]:
     return succeeded, "\n".join(capture.lines)
 
 
-def grade_one(app: AutogradeApp, job: Job, retries: int = 2) -> Result:
-    """Autogrades one submission, again after a transient database error."""
+def grade_one(app: AutogradeApp, job: Job, retries: int = 2,
+              pool: KernelPool | None = None) -> Result:
+    """Autogrades one submission, again after a transient database error; its notebook runs
+    in the kernel ``pool`` started ahead for it, where there is one."""
     start = time.perf_counter()
     for attempt in range(1, retries + 2):
-        succeeded, output = _autograde(app, job)
+        succeeded, output = _autograde(app, job, pool)
         if succeeded or not any(text in output for text in RETRY_ON):
             break
     seconds = time.perf_counter() - start
+    kernel = "" if pool is None else pool.origins.pop(os.path.abspath(app.coursedir.format_path(
+        app.coursedir.autograded_directory, job.student, job.lesson)), "")
     if not succeeded:
-        return Result(job, "failed", seconds, attempt, failure_reason(output), output)
+        return Result(job, "failed", seconds, attempt, failure_reason(output), output, kernel)
     status = "skipped" if "Skipping existing assignment" in output else "graded"
-    return Result(job, status, seconds, attempt, output=output)
+    return Result(job, status, seconds, attempt, output=output, kernel=kernel)
 
 
-def kernel_pool_for(app: AutogradeApp) -> kernel_pool.KernelPool | None:
-    """The pool of kernels started ahead, where kernels are sandboxed (else None)."""
+def kernel_pool_for(app: AutogradeApp) -> KernelPool | None:
+    """The pool of kernels started ahead, each forked from a zygote started now where it can
+    start, where kernels are sandboxed (else None)."""
     if not Sandbox(config=app.config).enabled:
         return None
-    from course_utils.safe_execute import SafeExecute
     executor = SafeExecute(config=app.config)
     extra = list(executor.extra_arguments)
     if executor.ipython_hist_file and not any(
             arg.startswith("--HistoryManager.hist_file") for arg in extra):
         extra.append(f"--HistoryManager.hist_file={executor.ipython_hist_file}")
-    return kernel_pool.KernelPool(app.config, app.coursedir, extra)
+    zygote = forked.start_for(
+        os.path.join(app.coursedir.root, app.coursedir.autograded_directory),
+        Sandbox(config=app.config))
+    return KernelPool(app.config, app.coursedir, extra, zygote)
 
 
-def _prepare(pool: kernel_pool.KernelPool | None, app: AutogradeApp, job: Job | None) -> None:
+def _prepare(pool: KernelPool | None, app: AutogradeApp, job: Job | None) -> None:
     if pool is None or job is None:
         return
     source = Path(app.coursedir.format_path(app.coursedir.source_directory, ".", job.lesson))
@@ -137,10 +162,6 @@ def serve(connection: Connection, course: Path, nbgrader_args: list[str],
     warnings.filterwarnings("ignore", category=SAWarning)
     app = open_app(course, nbgrader_args)
     pool = kernel_pool_for(app)
-    kernel_pool.use(pool)
-    zygote = None if pool is None else forked_kernels.start_for(
-        os.path.join(app.coursedir.root, app.coursedir.autograded_directory),
-        Sandbox(config=app.config))
 
     def ask() -> Job | None:
         connection.send(("want", None))
@@ -152,10 +173,10 @@ def serve(connection: Connection, course: Path, nbgrader_args: list[str],
         while current is not None:
             upcoming = ask()
             _prepare(pool, app, upcoming)
-            connection.send(("done", grade_one(app, current, retries)))
+            connection.send(("done", grade_one(app, current, retries, pool)))
             current = upcoming
     finally:
         if pool is not None:
             pool.close()
-        if zygote is not None:
-            zygote.close()
+            if pool.zygote is not None:
+                pool.zygote.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
-from course_utils.parallel_grade import nbgrader_environment
+from course_utils.autograde.environment import nbgrader_environment
 
 GRADEBOOK = "gradebook.db"
 
@@ -20,7 +20,7 @@ def course_config(course: Path) -> Config:
     """The nbgrader configuration ``nbgrader_config.py`` of the course sets.
 
     Example:
-        >>> course_config(Path(__file__).resolve().parent.parent).CourseDirectory.source_directory
+        >>> course_config(Path(__file__).resolve().parents[2]).CourseDirectory.source_directory
         'solutions'
     """
     return _read_config(course)["c"]
@@ -30,7 +30,7 @@ def course_lessons(course: Path) -> list[str]:
     """The lessons listed in ``LESSONS`` of the course's ``nbgrader_config.py``, in order.
 
     Example:
-        >>> course_lessons(Path(__file__).resolve().parent.parent)[0]
+        >>> course_lessons(Path(__file__).resolve().parents[2])[0]
         '01_forward_pass'
     """
     return list(_read_config(course)["LESSONS"])
@@ -126,7 +126,8 @@ def prepare(course: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m course_utils.gradebook [COURSE]``: ready the gradebook (run by ``make course``)."""
+    """``python -m course_utils.autograde.gradebook [COURSE]``: ready the gradebook (run by
+    ``make course``)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("course", nargs="?", type=Path, default=Path.cwd(),
                         help="the course directory (default: the current one)")

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
-from nbgrader.utils import is_grade, is_solution
 
-from course_utils.graders import REPORT_MIME, Report, plain_names
+from course_utils.graders import Report, plain_names
+from course_utils.protocol import REPORT_MIME, exercise_of, is_test_cell
 
 
 def reports_in(cell: NotebookNode) -> list[Report]:
@@ -36,22 +35,6 @@ def reports_in(cell: NotebookNode) -> list[Report]:
     """
     return [Report.from_dict(output["data"][REPORT_MIME]) for output in cell.get("outputs", [])
             if REPORT_MIME in output.get("data", {})]
-
-
-def is_test_cell(cell: NotebookNode) -> bool:
-    """True for an autograder test cell: nbgrader scores it, students do not write in it."""
-    return cell.cell_type == "code" and is_grade(cell) and not is_solution(cell)
-
-
-def exercise_of(test_source: str) -> str | None:
-    """The exercise a test cell grades: the first name given to ``grade(...)``.
-
-    Example:
-        >>> exercise_of('reports = [grade("mse_loss", mse_loss)]')
-        'mse_loss'
-    """
-    found = re.search(r"""\bgrade\(\s*["']([^"']+)["']""", test_source)
-    return found.group(1) if found else None
 
 
 def cell_error(cell: NotebookNode) -> str | None:

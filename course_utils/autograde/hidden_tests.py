@@ -9,9 +9,10 @@ every report the cell printed.
 
 Enabled in ``nbgrader_config.py``:
 
-    c.Autograde.sanitize_preprocessors = [..., "course_utils.hidden_tests.RestoreCells", ...]
+    c.Autograde.sanitize_preprocessors = [...,
+        "course_utils.autograde.hidden_tests.RestoreCells", ...]
     c.GenerateFeedback.preprocessors = ["nbgrader.preprocessors.GetGrades",
-        "course_utils.hidden_tests.HideHiddenTests",
+        "course_utils.autograde.hidden_tests.HideHiddenTests",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
 
 Example:
@@ -29,7 +30,7 @@ from nbgrader import utils
 from nbgrader.api import MissingEntry
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 
-from course_utils.restore_cells import RestoreDeletedCells
+from course_utils.autograde.restore_cells import RestoreDeletedCells
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -33,6 +33,9 @@ class Result:
     attempts: int
     reason: str = ""
     output: str = ""
+    # Where its notebook's kernel came from: "forked" (warm, from the zygote), "ahead" (started
+    # ahead alone) or "" (started when the notebook needed it).
+    kernel: str = ""
 
 
 def find_jobs(course: Path, lessons: list[str] | None = None,

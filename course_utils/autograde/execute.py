@@ -2,9 +2,9 @@
 
 For each notebook, ``SafeExecute`` (nbgrader's process, trusted):
 
-1. starts the kernel in the sandbox (``course_utils.sandbox``) with its guard in place
-   (``course_utils.kernel_guard``) and runs every cell without IPython's input history, where
-   later cells could read the hidden tests of earlier test cells;
+1. starts the kernel in the sandbox (``course_utils.autograde.kernels``) with its guard in
+   place (``course_utils.autograde.sandboxed.guard``) and runs every cell without IPython's
+   input history, where later cells could read the hidden tests of earlier test cells;
 2. before any cell, has the guard remember the graders and the library functions they use;
 3. runs each test cell with ``grade``, ``points`` and ``check`` bound to the graders' own (and
    the notebook's own names put back afterwards, so a student's variable ``check`` is harmless);
@@ -17,7 +17,6 @@ With ``c.Sandbox.enabled = False`` it is nbgrader's plain ``Execute``.
 
 from __future__ import annotations
 
-import ast
 import os
 import time
 from queue import Empty
@@ -26,10 +25,13 @@ from typing import Any
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
-from nbgrader import utils
 from nbgrader.preprocessors import Execute
 
-from course_utils.sandbox import UNPROTECTED_SETTING, Sandbox, SandboxedKernelManager
+from course_utils.autograde.kernels.manager import SandboxedKernelManager
+from course_utils.autograde.kernels.policy import GUARDED_KERNEL, UNPROTECTED_SETTING, Sandbox
+from course_utils.autograde.kernels.pool import RESOURCE, KernelPool
+from course_utils.autograde.scores import judge_test_cell
+from course_utils.protocol import is_test_cell
 
 # The names a test cell relies on, bound to the graders' own while it runs.
 GRADER_NAMES = ("grade", "points", "check")
@@ -39,9 +41,9 @@ _UNBIND = (f"for __course_name in {GRADER_NAMES!r}:\n"
            "    globals().pop(__course_name, None)\n"
            "globals().update(__course_saved)\n"
            "del __course_saved, __course_name")
-_BASELINE = "import course_utils.kernel_guard as __course_guard\n__course_guard.baseline()\n" \
-            "del __course_guard"
-_CHANGED = "__import__('course_utils.kernel_guard').kernel_guard.changed()"
+_BASELINE = (f"import {GUARDED_KERNEL} as __course_guard\n__course_guard.baseline()\n"
+             "del __course_guard")
+_CHANGED = f"__import__({GUARDED_KERNEL!r}, fromlist=['answer']).answer()"
 # Seconds the guard may take to answer (it takes milliseconds in an idle kernel), and an
 # interrupted kernel to become idle again.
 _GUARD_TIMEOUT = 15
@@ -54,6 +56,7 @@ class SafeExecute(Execute):
         super().__init__(**kwargs)
         self.protected = Sandbox(parent=self).enabled
         self._guarded = False
+        self._pool: KernelPool | None = None
         if self.protected:
             self.kernel_manager_class = SandboxedKernelManager
         else:
@@ -62,19 +65,17 @@ class SafeExecute(Execute):
 
     def preprocess(self, nb: NotebookNode, resources: Any = None,
                    km: Any = None) -> tuple[NotebookNode, Any]:
-        """Runs the notebook in a kernel started for it ahead of time where one is ready
-        (``course_utils.kernel_pool``), else in one started now; shut down afterwards."""
-        if km is None and self.protected:
-            from course_utils import kernel_pool
+        """Runs the notebook in a kernel started for it ahead of time where the grading process
+        handed over its pool (``resources[RESOURCE]``, ``course_utils.autograde.kernels.pool``)
+        with a kernel ready, else in one started now; shut down afterwards."""
+        self._pool = (resources or {}).get(RESOURCE)
+        if km is None and self.protected and self._pool is not None:
             folder = (resources or {}).get("metadata", {}).get("path") or os.getcwd()
-            km = kernel_pool.take(folder, self.kernel_name or
-                                  nb.metadata.get("kernelspec", {}).get("name", "python"))
+            km = self._pool.take(folder, self.kernel_name or
+                                 nb.metadata.get("kernelspec", {}).get("name", "python"))
             if km is not None:
-                from course_utils.forked_kernels import ForkedProcess
-                forked = isinstance(getattr(km.provisioner, "process", None), ForkedProcess)
-                # The words course_utils.grading_progress counts.
-                self.log.info("Running %s in its kernel started ahead%s", folder,
-                              " (forked warm)" if forked else "")
+                self.log.info("Running %s in its kernel started ahead (%s)", folder,
+                              self._pool.origins.get(os.path.abspath(folder)))
                 try:
                     return super().preprocess(nb, resources, km=km)
                 finally:
@@ -83,6 +84,13 @@ class SafeExecute(Execute):
                     self.shutdown_kernel = "immediate"
                     self._cleanup_kernel()
         return super().preprocess(nb, resources, km=km)
+
+    def create_kernel_manager(self) -> Any:
+        """A kernel started now forks from the zygote of the grading process's pool, if any."""
+        km = super().create_kernel_manager()
+        if isinstance(km, SandboxedKernelManager) and self._pool is not None:
+            km.zygote = self._pool.zygote
+        return km
 
     async def async_execute_cell(self, cell: NotebookNode, cell_index: int,
                                  execution_count: Any = None,
@@ -93,15 +101,13 @@ class SafeExecute(Execute):
         if not self._guarded:
             await self._quietly(_BASELINE)
             self._guarded = True
-        is_test = cell.cell_type == "code" and utils.is_grade(cell) \
-            and not utils.is_solution(cell)
+        is_test = is_test_cell(cell)
         if is_test:
             await self._quietly(_BIND)
         cell = await super().async_execute_cell(cell, cell_index, execution_count,
                                                 store_history=False)
         if is_test:
             reply = await self._quietly(_UNBIND, {"changed": _CHANGED})
-            from course_utils.trusted_scores import judge_test_cell
             judge_test_cell(cell, _guard_answer(reply))
         return cell
 
@@ -145,10 +151,7 @@ def _guard_answer(reply: dict[str, Any] | None) -> list[str] | None:
     answer = reply["content"].get("user_expressions", {}).get("changed", {})
     if answer.get("status") != "ok":
         return None
-    try:
-        changed = ast.literal_eval(answer["data"]["text/plain"])
-    except (KeyError, ValueError, SyntaxError):
-        return None
+    changed = answer.get("data", {}).get("application/json")
     if not isinstance(changed, list) or not all(isinstance(name, str) for name in changed):
         return None
     return changed

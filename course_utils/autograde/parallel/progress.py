@@ -16,12 +16,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from course_utils.grading_jobs import Result, describe
-
-# What nbgrader's log says of a notebook run in a kernel started ahead, and of one forked warm
-# (course_utils.safe_execute).
-AHEAD = "in its kernel started ahead"
-FORKED = "forked warm"
+from course_utils.autograde.parallel.jobs import Result, describe
 
 
 def _clock_text(seconds: float) -> str:
@@ -75,8 +70,8 @@ class Progress:
         failed = [r for r in results if r.status == "failed"]
         lines = [describe(r) for r in results if r.status != "failed"]
         lines += [describe(r) for r in failed]
-        ahead = sum(AHEAD in r.output for r in results)
-        forked = sum(FORKED in r.output for r in results)
+        ahead = sum(r.kernel in ("ahead", "forked") for r in results)
+        forked = sum(r.kernel == "forked" for r in results)
         lines.append(f"{len(results) - len(failed)} of {len(results)} submissions done in "
                      f"{self.clock() - self.start:.0f} s with {workers} grading processes, "
                      f"{ahead} in kernels started ahead, {forked} forked warm"

@@ -1,18 +1,14 @@
 """Kernels forked from a warm parent: the grading process's side of
-``course_utils.kernel_zygote``.
+``course_utils.autograde.sandboxed.zygote``.
 
 A grading process that grades many notebooks starts one ``Zygote``: a process in the sandbox
-that has imported torch, the graders and the IPython kernel once. ``SandboxedKernelManager``
-then asks it for each notebook's kernel, which is forked in milliseconds, already warm, and
-confined further than a kernel started alone (namespaces of its own, inside the sandbox).
+that has imported torch, the graders and the IPython kernel once. A ``SandboxedKernelManager``
+given the zygote asks it for its notebook's kernel, which is forked in milliseconds, already
+warm, and confined further than a kernel started alone (namespaces of its own, inside the sandbox).
 Everything the kernel is given (its connection file, settings and the notebook folder's
 files) goes into its own folder below ``Zygote.root``, which the kernel alone sees.
 Where the zygote cannot serve a kernel (another kernel command, a folder with subfolders,
 an error), the kernel is started alone in its sandbox as before.
-
-Example:
-    >>> current() is None    # no zygote in this process: kernels start alone
-    True
 """
 
 from __future__ import annotations
@@ -30,9 +26,11 @@ import threading
 import time
 from typing import Any
 
-from course_utils.sandbox import (GUARDED_KERNEL, UNPRIVILEGED_ID, Sandbox, _kernel_environment,
-                                  zygote_command)
+from course_utils.autograde.kernels.policy import (GUARDED_KERNEL, UNPRIVILEGED_ID, Sandbox,
+                                                   kernel_environment, zygote_command)
 
+# Run in the sandbox as the kernels' parent.
+ZYGOTE_MODULE = "course_utils.autograde.sandboxed.zygote"
 # Seconds the zygote may take to import everything, and to fork and confine one kernel.
 READY_TIMEOUT = 180
 START_TIMEOUT = 60
@@ -45,7 +43,8 @@ class ZygoteError(RuntimeError):
 
 
 class Zygote:
-    """A running ``course_utils.kernel_zygote`` in the sandbox, and the folder it serves."""
+    """A running ``course_utils.autograde.sandboxed.zygote`` in the sandbox, and the folder it
+    serves."""
 
     def __init__(self, autograded: str, settings: Sandbox) -> None:
         """Starts the zygote for notebooks below ``autograded`` and waits until it is ready.
@@ -60,7 +59,7 @@ class Zygote:
             os.chown(self.root, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
         self._errors = tempfile.TemporaryFile()
         self._lock = threading.Lock()
-        command = zygote_command([sys.executable, "-m", "course_utils.kernel_zygote", self.root],
+        command = zygote_command([sys.executable, "-m", ZYGOTE_MODULE, self.root],
                                  self.root, self.autograded, settings)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self._errors, text=True, cwd="/")
@@ -118,7 +117,7 @@ class Zygote:
             shutil.copyfile(path, os.path.join(private, "files", name))
         settings = {
             "arguments": kernel_cmd[3:], "folder": os.path.realpath(folder),
-            "autograded": self.autograded, "environment": _kernel_environment(),
+            "autograded": self.autograded, "environment": kernel_environment(),
             "scratch_bytes": self.settings.scratch_mib * _MIB,
             "limits": {"memory": int(self.settings.memory_gib * (1 << 30)),
                        "processes": self.settings.processes,
@@ -190,28 +189,11 @@ class ForkedProcess:
     terminate = kill
 
 
-_ZYGOTE: Zygote | None = None
-
-
-def use(zygote: Zygote | None) -> None:
-    """Makes ``zygote`` the one this process's sandboxed kernels are forked from (None:
-    each kernel starts alone)."""
-    global _ZYGOTE
-    _ZYGOTE = zygote
-
-
-def current() -> Zygote | None:
-    """The zygote this process forks kernels from, if any."""
-    return _ZYGOTE
-
-
 def start_for(autograded: str, settings: Sandbox) -> Zygote | None:
-    """A zygote for notebooks below ``autograded``, made this process's; None (kernels then
-    start alone, as protected) where it cannot start here, with the reason logged."""
+    """A zygote for notebooks below ``autograded``; None (kernels then start alone, as
+    protected) where it cannot start here, with the reason logged."""
     try:
-        zygote = Zygote(autograded, settings)
+        return Zygote(autograded, settings)
     except (ZygoteError, OSError) as error:
         log.warning("Kernels will start one by one (slower, equally protected): %s", error)
         return None
-    use(zygote)
-    return zygote

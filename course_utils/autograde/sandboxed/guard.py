@@ -6,8 +6,9 @@ state: frames (``sys._getframe``, ``inspect.stack``, traceback and generator fra
 garbage collector's object lists, ``ctypes``, tracing hooks, and swapping the code of functions
 it did not write. ``changed()`` names what was patched since ``baseline()``: the graders'
 modules and classes, and the library functions they rely on (``torch``, ``math``, ``numpy``,
-``builtins``). nbgrader's process (``course_utils.sandbox.SandboxedExecute``) asks for both
-through the kernel's own protocol and scores a test cell 0 (``tampered``) when anything changed.
+``builtins``); ``answer()`` gives the same names as JSON (``application/json``). nbgrader's process (``course_utils.autograde.execute.SafeExecute``) asks for
+both through the kernel's own protocol and scores a test cell 0 (``tampered``) when anything
+changed.
 
 Example:
     >>> baseline(); changed()
@@ -54,7 +55,8 @@ class Refused(RuntimeError):
 def _make_hook() -> Any:
     """The audit hook. Everything it uses is bound in its closure, where notebook code cannot
     rebind it (module globals it could)."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    # The whole course package (the graders), not only this folder of it.
+    here = os.path.dirname(os.path.abspath(sys.modules["course_utils"].__file__))
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     trusted = tuple({os.path.realpath(p) + os.sep for p in prefixes}
                     | {p + os.sep for p in prefixes} | {here + os.sep})
@@ -244,9 +246,22 @@ def changed() -> list[str]:
     return sorted(found)
 
 
+class Answer(list):
+    """Names, shown to the kernel's protocol as JSON: the reply to a user expression carries
+    them under ``application/json``, which nbgrader's process reads without parsing text."""
+
+    def _repr_json_(self) -> list[str]:
+        return list(self)
+
+
+def answer() -> Answer:
+    """``changed()``, as nbgrader's process asks for it after each test cell."""
+    return Answer(changed())
+
+
 def main() -> None:
-    """Starts the IPython kernel with the guard in place (``python -m course_utils.kernel_guard
-    -f CONNECTION_FILE``, as ``ipykernel_launcher``)."""
+    """Starts the IPython kernel with the guard in place (``python -m
+    course_utils.autograde.sandboxed.guard -f CONNECTION_FILE``, as ``ipykernel_launcher``)."""
     sys.addaudithook(_make_hook())
     from ipykernel import kernelapp
     kernelapp.launch_new_instance()

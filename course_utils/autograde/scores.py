@@ -1,6 +1,6 @@
 """The trusted step after a test cell ran: its score comes from the graders' reports, or is 0.
 
-Runs in nbgrader's process (``course_utils.safe_execute``), never in the student's kernel. A
+Runs in nbgrader's process (``course_utils.autograde.execute``), never in the student's kernel. A
 test cell's score is what nbgrader reads from its last value; here it is checked against the
 report data the cell displayed (``REPORT_MIME``, one report per ``grade(...)`` call):
 
@@ -24,14 +24,9 @@ Example:
 
 from __future__ import annotations
 
-import re
-
 from nbformat import NotebookNode
 
-# The MIME type of report data (``course_utils.graders.REPORT_MIME``, named here so that
-# nbgrader's process need not import the graders and torch for every submission).
-REPORT_MIME = "application/vnd.course-report+json"
-_GRADE_CALL = re.compile(r"""\bgrade\(\s*["']([^"']+)["']""")
+from course_utils.protocol import REPORT_MIME, cell_points, exercises_graded, grade_calls
 
 
 def judge_test_cell(cell: NotebookNode, changed: list[str] | None) -> None:
@@ -41,7 +36,7 @@ def judge_test_cell(cell: NotebookNode, changed: list[str] | None) -> None:
         cell: an executed autograder test cell (its source is the instructor's).
         changed: what the kernel's guard found patched; None when it did not answer.
     """
-    exercises = list(dict.fromkeys(_GRADE_CALL.findall(cell.source)))
+    exercises = exercises_graded(cell.source)
     if changed is None:
         _no_points(cell, "NotVerified", "the kernel did not answer the integrity check after "
                                         "this cell, so its score cannot be trusted")
@@ -54,7 +49,7 @@ def judge_test_cell(cell: NotebookNode, changed: list[str] | None) -> None:
                if REPORT_MIME in output.get("data", {})
                and output.data[REPORT_MIME].get("exercise") in exercises]
     if {report["exercise"] for report in reports} != set(exercises) \
-            or len(reports) < len(_GRADE_CALL.findall(cell.source)):
+            or len(reports) < len(grade_calls(cell.source)):
         if not failed:
             _no_points(cell, "NoReport", "this test cell showed no report from the graders for "
                                          f"{', '.join(exercises) or 'its exercise'}")
@@ -62,7 +57,7 @@ def judge_test_cell(cell: NotebookNode, changed: list[str] | None) -> None:
     if failed:
         return
     maximum = float(cell.metadata["nbgrader"]["points"])
-    earned = round(min(_score(report) for report in reports) * maximum, 2)
+    earned = cell_points((_score(report) for report in reports), maximum)
     results = [output for output in cell.outputs if output.output_type == "execute_result"]
     if not results:
         cell.outputs.append(NotebookNode(output_type="execute_result", metadata={},

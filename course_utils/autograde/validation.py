@@ -21,7 +21,7 @@ from typing import Any
 
 from nbformat import NotebookNode
 
-REPORT_MIME = "application/vnd.course-report+json"
+from course_utils.protocol import REPORT_MIME
 # Marks the appended cell and holds the notebook it belongs to.
 _LAST_CELL = "course_validation_notebook"
 

@@ -18,14 +18,8 @@ class RestoreDeletedCells(OverwriteCells):
     a ``KeyError`` and the whole notebook goes ungraded. This version places the cell after the
     nearest preceding nbgrader cell that is still in the submission (or first, if none is).
 
-    Enabled in ``nbgrader_config.py``:
-
-        c.OverwriteCells.add_missing_cells = True
-        c.Autograde.sanitize_preprocessors = [
-            "nbgrader.preprocessors.ClearOutput", "nbgrader.preprocessors.DeduplicateIds",
-            "nbgrader.preprocessors.OverwriteKernelspec",
-            "course_utils.restore_cells.RestoreDeletedCells",
-            "nbgrader.preprocessors.CheckCellMetadata"]
+    ``course_utils.autograde.hidden_tests.RestoreCells`` builds on it and is the one
+    ``nbgrader_config.py`` enables (with ``c.OverwriteCells.add_missing_cells = True``).
     """
 
     def add_missing_grade_cells(self, nb: NotebookNode, resources: ResourcesDict
