@@ -16,6 +16,7 @@ LESSONS = [
     "08_mnist",
     "09_beyond",
     "10_convolution",
+    "11_data",
 ]
 
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))

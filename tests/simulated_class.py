@@ -187,6 +187,36 @@ class MNISTCNN(nn.Module):
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1)).squeeze()
 '''),
+        Bug("AugmentedDataset", "transform_at_init", '''
+class AugmentedDataset(Dataset):
+    def __init__(self, images, labels, transform=None):
+        if transform is not None:
+            images = torch.stack([transform(image) for image in images])
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index], int(self.labels[index])
+'''),
+        Bug("pad_collate", "not_batch_first", '''
+def pad_collate(batch):
+    sequences, labels = zip(*batch)
+    return (pad_sequence(list(sequences)), torch.tensor([len(s) for s in sequences]),
+            torch.tensor(labels))
+'''),
+        Bug("make_loader", "workers_share_seed", '''
+def make_loader(dataset, batch_size, seed, num_workers=2):
+    def same_seed_everywhere(worker_id):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                      worker_init_fn=same_seed_everywhere,
+                      generator=torch.Generator().manual_seed(seed))
+'''),
     ]},
     "carl": {bug.exercise: bug for bug in [
         Bug("SimpleNN", "wrong_architecture", '''
@@ -297,6 +327,32 @@ class MNISTCNN(nn.Module):
 
     def forward(self, x):
         return self.layers(x)
+'''),
+        Bug("AugmentedDataset", "wrong_item_type", '''
+class AugmentedDataset(Dataset):
+    def __init__(self, images, labels, transform=None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        image = self.images[index]
+        if self.transform:
+            image = self.transform(image)
+        return {"image": image, "label": self.labels[index].item()}
+'''),
+        Bug("pad_collate", "sorted_without_labels", '''
+def pad_collate(batch):
+    sequences = sorted([sequence for sequence, _ in batch], key=len, reverse=True)
+    lengths = torch.tensor([len(sequence) for sequence in sequences])
+    labels = torch.tensor([label for _, label in batch])
+    return pad_sequence(sequences, batch_first=True), lengths, labels
+'''),
+        Bug("make_loader", "global_seed_only", '''
+def make_loader(dataset, batch_size, seed, num_workers=2):
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                      worker_init_fn=seed_worker)
 '''),
     ]},
 }

@@ -17,6 +17,7 @@ run (``simulated_class.grade_class``, shared through tests/conftest.py). Who han
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import io
@@ -53,7 +54,13 @@ def grade_in_process(submitted: Path, test_source: str) -> tuple[float, list[Rep
         The points the test cell's last line gives, and the reports it showed.
     """
     namespace = {"torch": torch, "nn": nn, "F": nn.functional, "grade": grade, "points": points}
-    for cell in nbformat.read(submitted, as_version=4).cells:
+    cells = nbformat.read(submitted, as_version=4).cells
+    for cell in cells:  # the lesson's imports, which answers may use (`Dataset`, `np`, ...)
+        if cell.cell_type == "code" and not is_answer(cell):
+            imports = [node for node in ast.parse(cell.source).body
+                       if isinstance(node, (ast.Import, ast.ImportFrom))]
+            exec(compile(ast.Module(imports, type_ignores=[]), "<imports>", "exec"), namespace)
+    for cell in cells:
         if is_answer(cell):
             exec(cell.source, namespace)
     *body, last = test_source.strip().splitlines()

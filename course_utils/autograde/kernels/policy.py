@@ -15,7 +15,7 @@ Settings, in ``nbgrader_config.py`` or on the command line (``--Sandbox.memory_g
     c.Sandbox.processes = 128     # processes and threads of the sandbox's user
     c.Sandbox.file_size_mib = 512
     c.Sandbox.cpu_seconds = 1800
-    c.Sandbox.scratch_mib = 1024  # each of /tmp and the notebook's folder (in memory)
+    c.Sandbox.scratch_mib = 1024  # each of /tmp, /dev/shm and the notebook's folder (in memory)
 
 Example:
     >>> folder = tempfile.mkdtemp()  # the notebook's folder
@@ -67,8 +67,8 @@ class Sandbox(Configurable):
     processes = Integer(128, help="Processes and threads a kernel may add.").tag(config=True)
     file_size_mib = Integer(512, help="Largest file a kernel may write, MiB.").tag(config=True)
     cpu_seconds = Integer(1800, help="CPU time of a kernel, seconds.").tag(config=True)
-    scratch_mib = Integer(1024, help="Size of /tmp and of the notebook's folder, each, MiB "
-                                     "(kept in memory).").tag(config=True)
+    scratch_mib = Integer(1024, help="Size of /tmp, /dev/shm and the notebook's folder, each, "
+                                     "MiB (kept in memory).").tag(config=True)
 
 
 def package_dir() -> Path:
@@ -213,7 +213,11 @@ def _confined(mounts: list[str], folder: str, settings: Sandbox,
                "--unshare-cgroup-try", "--hostname", "sandbox"]
     if not _as_root():
         sandbox += ["--unshare-user"]
-    sandbox += ["--proc", "/proc", "--dev", "/dev"]
+    # A private /dev/shm anyone may write, as on the host: multiprocessing's locks and queues
+    # (DataLoader workers) need it, and bubblewrap's new /dev has one only root may write.
+    sandbox += ["--proc", "/proc", "--dev", "/dev",
+                "--size", str(settings.scratch_mib * _MIB), "--tmpfs", "/dev/shm",
+                "--chmod", "1777", "/dev/shm"]
     # The private /tmp comes first: binds that follow may lie below it (a course, venv or
     # grading folder under /tmp), and a tmpfs mounted after them would hide them.
     sandbox += _with_parents(
