@@ -163,6 +163,21 @@ def train_with_schedule(model, loader, loss_fn, optimizer, scheduler, epochs):
         losses.append(total_loss / seen)
     return losses
 '''),
+        Bug("clipped_step", "clipped_after_step", '''
+def clipped_step(model, inputs, targets, loss_fn, optimizer, max_norm, scaler=None):
+    optimizer.zero_grad()
+    loss = loss_fn(model(inputs), targets)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return loss.item()
+'''),
         Bug("conv2d", "kernel_flipped", '''
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     weight = weight.flip(-2, -1)
@@ -279,6 +294,21 @@ def train_with_schedule(model, loader, loss_fn, optimizer, scheduler, epochs):
             seen += len(inputs)
         losses.append(total_loss / seen)
     return losses
+'''),
+        Bug("clipped_step", "step_without_scaler", '''
+def clipped_step(model, inputs, targets, loss_fn, optimizer, max_norm, scaler=None):
+    optimizer.zero_grad()
+    loss = loss_fn(model(inputs), targets)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    if scaler is not None:
+        scaler.update()
+    return loss.item()
 '''),
         Bug("conv2d", "library_conv_used", '''
 def conv2d(x, weight, bias=None, stride=1, padding=0):

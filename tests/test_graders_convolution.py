@@ -1,5 +1,5 @@
-"""The graders of `conv2d`, `MNISTCNN` (lesson 10) and `train_with_schedule` (lesson 09) give
-every catalogued submission exactly its expected grade."""
+"""The graders of `conv2d`, `MNISTCNN` (lesson 10), `train_with_schedule` and `clipped_step`
+(lesson 09) give every catalogued submission exactly its expected grade."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from catalogues import Entry, assert_expected_grade
 from course_utils.graders import grade
 from course_utils.graders.exercises.convolution import ConvolutionSpy
-from submissions_convolution import SUBMISSIONS, conv2d_kernel_offsets
+import submissions_clipping
+from submissions_convolution import SUBMISSIONS as CONVOLUTION, conv2d_kernel_offsets
 
 EXERCISE_CODES = {
     "conv2d": {"kernel_flipped", "wrong_padding", "wrong_stride", "bias_ignored",
@@ -19,7 +20,12 @@ EXERCISE_CODES = {
     "train_with_schedule": {"scheduler_before_optimizer", "scheduler_per_batch",
                             "scheduler_not_stepped", "no_zero_grad", "no_train_mode",
                             "unweighted_batch_average", "history_wrong_shape", "wrong_value"},
+    "clipped_step": {"not_clipped", "clipped_before_backward", "clipped_after_step",
+                     "clipped_scaled_gradients", "wrong_clipping", "step_without_scaler",
+                     "scaler_not_updated", "scaled_loss_returned", "no_zero_grad",
+                     "loss_tensor_accumulated"},
 }
+SUBMISSIONS = CONVOLUTION + submissions_clipping.SUBMISSIONS
 CORRECT = [s for s in SUBMISSIONS if s.correct]
 
 
