@@ -10,12 +10,17 @@ import torch.nn.functional as F
 from catalogues import Entry, assert_expected_grade
 from course_utils.graders import grade
 from course_utils.graders.exercises.convolution import ConvolutionSpy
+from course_utils.graders.exercises.transposed import TransposedConvolutionSpy
 import submissions_clipping
-from submissions_convolution import SUBMISSIONS as CONVOLUTION, conv2d_kernel_offsets
+from submissions_convolution import (SUBMISSIONS as CONVOLUTION, conv2d_kernel_offsets,
+                                     transpose_through_conv2d)
 
 EXERCISE_CODES = {
     "conv2d": {"kernel_flipped", "wrong_padding", "wrong_stride", "bias_ignored",
                "wrong_output_shape", "detached_result", "library_conv_used", "wrong_value"},
+    "conv_transpose2d": {"weight_layout_swapped", "kernel_flipped", "padding_not_cropped",
+                         "wrong_stride", "bias_ignored", "wrong_output_shape", "detached_result",
+                         "library_conv_used", "wrong_value"},
     "MNISTCNN": {"wrong_output_shape", "wrong_architecture", "softmax_in_model"},
     "train_with_schedule": {"scheduler_before_optimizer", "scheduler_per_batch",
                             "scheduler_not_stepped", "no_zero_grad", "no_train_mode",
@@ -72,6 +77,23 @@ def test_the_spy_sees_the_library_convolution_but_not_a_hand_written_one():
     with ConvolutionSpy() as spy:
         torch.nn.Conv2d(2, 3, 3)(x)
     assert spy.seen == ["aten::convolution"]
+
+
+def test_the_transposed_spy_allows_conv2d_and_sees_the_transposed_operator():
+    x, weight = torch.randn(1, 2, 4, 4), torch.randn(2, 3, 3, 3)
+    with TransposedConvolutionSpy() as spy:
+        by_conv2d = transpose_through_conv2d(x, weight, stride=2, padding=1)
+    assert spy.seen == []
+    with TransposedConvolutionSpy() as spy:
+        library = torch.nn.functional.conv_transpose2d(x, weight, stride=2, padding=1)
+    assert spy.seen == ["aten::convolution (transposed=True)"]
+    assert torch.allclose(by_conv2d, library, atol=1e-5)
+
+
+def test_transposed_lesson_checks_cap_the_score():
+    for name in ("swapped_layout", "library"):
+        entry = next(s for s in SUBMISSIONS if s.exercise == "conv_transpose2d" and s.name == name)
+        assert grade(entry.exercise, entry.student).score <= 0.5
 
 
 def test_grading_leaves_no_spy_behind_after_an_exception():
