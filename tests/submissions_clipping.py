@@ -197,6 +197,19 @@ def clipped_no_zero_grad(model, inputs, targets, loss_fn, optimizer, max_norm, s
     return loss.item()
 
 
+def clipped_zero_grad_after_backward(model, inputs, targets, loss_fn, optimizer, max_norm,
+                                     scaler=None):
+    """Clears the gradients between backward() and the clip: every step sees `None`."""
+    loss = loss_fn(model(inputs), targets)
+    _backward(loss, scaler)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    optimizer.zero_grad()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    _step(optimizer, scaler)
+    return loss.item()
+
+
 def clipped_returns_tensor(model, inputs, targets, loss_fn, optimizer, max_norm, scaler=None):
     loss = _unscaled_gradients(model, inputs, targets, loss_fn, optimizer, scaler)
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -231,6 +244,8 @@ SUBMISSIONS: list[Entry] = [
           ("returned_loss",), "the loss multiplied by the scaler's factor"),
     buggy(STEP, "no_zero_grad", clipped_no_zero_grad, {"no_zero_grad"}, ("gradients",),
           "from one call to the next"),
+    buggy(STEP, "zero_grad_after_backward", clipped_zero_grad_after_backward,
+          {"zero_grad_after_backward"}, ("gradients",), "cleared between `backward()` and `step()`"),
     buggy(STEP, "returns_tensor", clipped_returns_tensor, {"loss_tensor_accumulated"},
           ("returns_float",), "`grad_fn="),
 ]
