@@ -165,6 +165,34 @@ def train_with_schedule(model, loader, loss_fn, optimizer, scheduler, epochs):
         losses.append(total_loss / seen)
     return losses
 '''),
+        Bug("clipped_step", "clipped_after_step", '''
+def clipped_step(model, inputs, targets, loss_fn, optimizer, max_norm, scaler=None):
+    optimizer.zero_grad()
+    loss = loss_fn(model(inputs), targets)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return loss.item()
+'''),
+        Bug("conv_transpose2d", "weight_layout_swapped", '''
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0):
+    n, _, height, width = x.shape
+    c_out, _, kernel_h, kernel_w = weight.shape
+    full = torch.zeros(n, c_out, (height - 1) * stride + kernel_h,
+                       (width - 1) * stride + kernel_w)
+    for i in range(height):
+        for j in range(width):
+            full[:, :, i * stride:i * stride + kernel_h, j * stride:j * stride + kernel_w] += \\
+                torch.einsum("nc,ockl->nokl", x[:, :, i, j], weight)
+    out = full[:, :, padding:full.shape[2] - padding, padding:full.shape[3] - padding]
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+'''),
         Bug("conv2d", "kernel_flipped", '''
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     weight = weight.flip(-2, -1)
@@ -311,6 +339,33 @@ def train_with_schedule(model, loader, loss_fn, optimizer, scheduler, epochs):
             seen += len(inputs)
         losses.append(total_loss / seen)
     return losses
+'''),
+        Bug("clipped_step", "step_without_scaler", '''
+def clipped_step(model, inputs, targets, loss_fn, optimizer, max_norm, scaler=None):
+    optimizer.zero_grad()
+    loss = loss_fn(model(inputs), targets)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    if scaler is not None:
+        scaler.update()
+    return loss.item()
+'''),
+        Bug("conv_transpose2d", "padding_not_cropped", '''
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0):
+    n, _, height, width = x.shape
+    _, c_out, kernel_h, kernel_w = weight.shape
+    out = torch.zeros(n, c_out, (height - 1) * stride + kernel_h,
+                      (width - 1) * stride + kernel_w)
+    for i in range(height):
+        for j in range(width):
+            out[:, :, i * stride:i * stride + kernel_h, j * stride:j * stride + kernel_w] += \\
+                torch.einsum("nc,cokl->nokl", x[:, :, i, j], weight)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
 '''),
         Bug("conv2d", "library_conv_used", '''
 def conv2d(x, weight, bias=None, stride=1, padding=0):

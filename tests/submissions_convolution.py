@@ -1,4 +1,5 @@
-"""Real submissions for lesson 10 (`conv2d`, `MNISTCNN`) and lesson 09's `train_with_schedule`."""
+"""Real submissions for lesson 10 (`conv2d`, `conv_transpose2d`, `MNISTCNN`) and lesson 09's
+`train_with_schedule`."""
 
 from __future__ import annotations
 
@@ -135,6 +136,116 @@ def conv2d_through_module(x, weight, bias=None, stride=1, padding=0):
                       padding=padding, bias=bias is not None)
     return torch.func.functional_call(layer, {"weight": weight, "bias": bias}
                                       if bias is not None else {"weight": weight}, (x,))
+
+
+# ============================================================================ conv_transpose2d
+
+
+def _cropped(full, padding):
+    return full[:, :, padding:full.shape[2] - padding, padding:full.shape[3] - padding]
+
+
+def transpose_kernel_offsets(x, weight, bias=None, stride=1, padding=0):
+    """The lesson's solution: for each kernel position, every input pixel's contribution at once."""
+    n, _, height, width = x.shape
+    _, c_out, kernel_h, kernel_w = weight.shape
+    full = torch.zeros(n, c_out, (height - 1) * stride + kernel_h, (width - 1) * stride + kernel_w)
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            full[:, :, i:i + stride * (height - 1) + 1:stride,
+                 j:j + stride * (width - 1) + 1:stride] += torch.einsum(
+                "nchw,co->nohw", x, weight[:, :, i, j])
+    out = _cropped(full, padding)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def transpose_pixel_stamps(x, weight, bias=None, stride=1, padding=0):
+    """The definition: every input pixel stamps a scaled copy of the kernel, one at a time."""
+    n, _, height, width = x.shape
+    _, c_out, kernel_h, kernel_w = weight.shape
+    full = x.new_zeros(n, c_out, (height - 1) * stride + kernel_h,
+                       (width - 1) * stride + kernel_w)
+    for i in range(height):
+        for j in range(width):
+            stamp = torch.einsum("nc,cokl->nokl", x[:, :, i, j], weight)
+            full = full + F.pad(stamp, (j * stride, full.shape[3] - j * stride - kernel_w,
+                                        i * stride, full.shape[2] - i * stride - kernel_h))
+    out = _cropped(full, padding)
+    return out if bias is None else out + bias[None, :, None, None]
+
+
+def transpose_fold(x, weight, bias=None, stride=1, padding=0):
+    """Each input pixel's stamp as a column, then `F.fold` adds the overlapping stamps."""
+    n, c_in, height, width = x.shape
+    _, c_out, kernel_h, kernel_w = weight.shape
+    columns = weight.reshape(c_in, -1).T @ x.reshape(n, c_in, -1)  # (N, C_out·kH·kW, H·W)
+    size = ((height - 1) * stride + kernel_h, (width - 1) * stride + kernel_w)
+    out = _cropped(F.fold(columns, size, (kernel_h, kernel_w), stride=stride), padding)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def transpose_through_conv2d(x, weight, bias=None, stride=1, padding=0):
+    """Zeros between the input pixels, a border of k - 1 - padding, then a convolution with the
+    flipped kernel, its channel axes swapped."""
+    n, c_in, height, width = x.shape
+    kernel_h, kernel_w = weight.shape[2:]
+    spread = x.new_zeros(n, c_in, (height - 1) * stride + 1, (width - 1) * stride + 1)
+    spread[:, :, ::stride, ::stride] = x
+    border = (kernel_w - 1, kernel_w - 1, kernel_h - 1, kernel_h - 1)
+    out = F.conv2d(F.pad(spread, border), weight.flip(-2, -1).transpose(0, 1), bias)
+    return _cropped(out, padding)
+
+
+def transpose_stub(x, weight, bias=None, stride=1, padding=0):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+def transpose_swapped_layout(x, weight, bias=None, stride=1, padding=0):
+    """Reads the weight as `Conv2d`'s (C_out, C_in, kH, kW)."""
+    return transpose_kernel_offsets(x, weight.transpose(0, 1), bias, stride, padding)
+
+
+def transpose_unflipped(x, weight, bias=None, stride=1, padding=0):
+    """The zero-insertion route, without flipping the kernel."""
+    return transpose_through_conv2d(x, weight.flip(-2, -1), bias, stride, padding)
+
+
+def transpose_no_bias(x, weight, bias=None, stride=1, padding=0):
+    return transpose_kernel_offsets(x, weight, None, stride, padding)
+
+
+def transpose_not_cropped(x, weight, bias=None, stride=1, padding=0):
+    return transpose_kernel_offsets(x, weight, bias, stride, 0)
+
+
+def transpose_no_stride(x, weight, bias=None, stride=1, padding=0):
+    return transpose_kernel_offsets(x, weight, bias, 1, padding)
+
+
+def transpose_without_graph(x, weight, bias=None, stride=1, padding=0):
+    with torch.no_grad():
+        return transpose_fold(x, weight, bias, stride, padding)
+
+
+def transpose_channels_last(x, weight, bias=None, stride=1, padding=0):
+    return transpose_kernel_offsets(x, weight, bias, stride, padding).permute(0, 2, 3, 1)
+
+
+def transpose_first_channel_only(x, weight, bias=None, stride=1, padding=0):
+    return transpose_kernel_offsets(x[:, :1], weight[:1], bias, stride, padding)
+
+
+def transpose_calls_library(x, weight, bias=None, stride=1, padding=0):
+    return F.conv_transpose2d(x, weight, bias, stride, padding)
+
+
+def transpose_through_module(x, weight, bias=None, stride=1, padding=0):
+    """An `nn.ConvTranspose2d` given the weights, called as a module."""
+    layer = nn.ConvTranspose2d(weight.shape[0], weight.shape[1], tuple(weight.shape[2:]),
+                               stride=stride, padding=padding, bias=bias is not None)
+    weights = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    return torch.func.functional_call(layer, weights, (x,))
 
 
 # ============================================================================ MNISTCNN
@@ -422,6 +533,7 @@ def schedule_returns_last_loss(model, loader, loss_fn, optimizer, scheduler, epo
 ALL = ...  # the named check and every check after it: grading stopped there
 CONV = "conv2d"
 CNN = "MNISTCNN"
+TRANSPOSE = "conv_transpose2d"
 SCHEDULE = "train_with_schedule"
 
 SUBMISSIONS: list[Entry] = [
@@ -455,6 +567,32 @@ SUBMISSIONS: list[Entry] = [
           ("by_hand",), "`aten::convolution`"),
     buggy(CONV, "through_module", conv2d_through_module, {"library_conv_used"}, ("by_hand",),
           "`aten::convolution`"),
+    # ---- conv_transpose2d
+    correct(TRANSPOSE, "kernel_offsets", transpose_kernel_offsets),
+    correct(TRANSPOSE, "pixel_stamps", transpose_pixel_stamps),
+    correct(TRANSPOSE, "fold", transpose_fold),
+    correct(TRANSPOSE, "through_conv2d", transpose_through_conv2d),
+    buggy(TRANSPOSE, "stub", transpose_stub, {"not_implemented"}, ("tensor", ALL), "not done yet"),
+    buggy(TRANSPOSE, "swapped_layout", transpose_swapped_layout, {"weight_layout_swapped"},
+          ("value",), "first two axes swapped", "(C_in, C_out, kH, kW)"),
+    buggy(TRANSPOSE, "unflipped", transpose_unflipped, {"kernel_flipped"}, ("value",),
+          "`weight.flip(-2, -1)`"),
+    buggy(TRANSPOSE, "no_bias", transpose_no_bias, {"bias_ignored"}, ("value",),
+          "without the bias"),
+    buggy(TRANSPOSE, "not_cropped", transpose_not_cropped, {"padding_not_cropped"},
+          ("shape", "value"), "padding=0 (not cropped)"),
+    buggy(TRANSPOSE, "no_stride", transpose_no_stride, {"wrong_stride"}, ("shape", "value"),
+          "stride=1"),
+    buggy(TRANSPOSE, "without_graph", transpose_without_graph, {"detached_result"},
+          ("gradients",), "`grad_fn` is None"),
+    buggy(TRANSPOSE, "channels_last", transpose_channels_last, {"wrong_output_shape"},
+          ("shape", "value", "gradients"), "(2, 7, 7, 2)", "(2, 2, 7, 7)"),
+    buggy(TRANSPOSE, "first_channel_only", transpose_first_channel_only, {"wrong_value"},
+          ("value",), "every input channel"),
+    buggy(TRANSPOSE, "library", transpose_calls_library, {"library_conv_used"}, ("by_hand",),
+          "transposed=True"),
+    buggy(TRANSPOSE, "through_module", transpose_through_module, {"library_conv_used"},
+          ("by_hand",), "transposed=True"),
     # ---- MNISTCNN
     correct(CNN, "sequential", CNNSequential),
     correct(CNN, "functional_same_padding", CNNFunctional),

@@ -1,6 +1,6 @@
-"""The graders of `conv2d`, `MNISTCNN` (lesson 10) and `train_with_schedule` (lesson 09): the
-score cap, the convolution spy and the state they restore (their grades are checked in
-test_graders.py)."""
+"""The graders of `conv2d`, `conv_transpose2d`, `MNISTCNN` (lesson 10), `train_with_schedule` and
+`clipped_step` (lesson 09): the score cap, the convolution spies and the state they restore
+(their grades are checked in test_graders.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from course_utils.graders import grade
 from course_utils.graders.exercises.convolution import ConvolutionSpy
-from submissions_convolution import SUBMISSIONS, conv2d_kernel_offsets
+from course_utils.graders.exercises.transposed import TransposedConvolutionSpy
+from submissions_convolution import SUBMISSIONS, conv2d_kernel_offsets, transpose_through_conv2d
 
 
 def test_lesson_checks_cap_the_score():
@@ -28,6 +29,23 @@ def test_the_spy_sees_the_library_convolution_but_not_a_hand_written_one():
     with ConvolutionSpy() as spy:
         torch.nn.Conv2d(2, 3, 3)(x)
     assert spy.seen == ["aten::convolution"]
+
+
+def test_the_transposed_spy_allows_conv2d_and_sees_the_transposed_operator():
+    x, weight = torch.randn(1, 2, 4, 4), torch.randn(2, 3, 3, 3)
+    with TransposedConvolutionSpy() as spy:
+        by_conv2d = transpose_through_conv2d(x, weight, stride=2, padding=1)
+    assert spy.seen == []
+    with TransposedConvolutionSpy() as spy:
+        library = torch.nn.functional.conv_transpose2d(x, weight, stride=2, padding=1)
+    assert spy.seen == ["aten::convolution (transposed=True)"]
+    assert torch.allclose(by_conv2d, library, atol=1e-5)
+
+
+def test_transposed_lesson_checks_cap_the_score():
+    for name in ("swapped_layout", "library"):
+        entry = next(s for s in SUBMISSIONS if s.exercise == "conv_transpose2d" and s.name == name)
+        assert grade(entry.exercise, entry.student).score <= 0.5
 
 
 def test_grading_leaves_no_spy_behind_after_an_exception():

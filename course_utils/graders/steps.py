@@ -6,7 +6,7 @@ batch's own loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -95,6 +95,21 @@ STEP_MISTAKES = [NO_STEP, NO_BACKWARD, STEP_BEFORE_BACKWARD, ZERO_GRAD_AFTER_BAC
                  NO_ZERO_GRAD]
 
 
+# What a loop does to an iteration's gradient before stepping on it (clipping, for instance).
+Finish = Callable[[StepEvidence, torch.Tensor], torch.Tensor]
+
+
+def _finished(produces: Callable[[StepEvidence], torch.Tensor | None], finish: Finish
+              ) -> Callable[[StepEvidence], torch.Tensor | None]:
+    """A mistake's gradient, then what the loop does to every gradient before its step."""
+
+    def left(evidence: StepEvidence) -> torch.Tensor | None:
+        gradient = produces(evidence)
+        return None if gradient is None else finish(evidence, gradient)
+
+    return left
+
+
 def flat(grads: Grads, like: Params) -> torch.Tensor:
     """The gradients as one vector, zeros where ``.grad`` was None."""
     return torch.cat([(torch.zeros_like(p) if grads.get(n) is None else grads[n]).flatten()
@@ -118,7 +133,9 @@ def _plural(n: int, unit: str) -> str:
 def check_training(judge: Judge, recorder: Recorder, iterations: Sequence[Iteration],
                    loss_fn: Callable[..., torch.Tensor], *, who: str, unit: str = "batch",
                    mistakes: Sequence[Misconception] = (),
-                   extra_steps: Misconception | None = None) -> None:
+                   extra_steps: Misconception | None = None, finish: Finish | None = None,
+                   same: Callable[[torch.Tensor, torch.Tensor | None], bool] = same_gradient,
+                   ) -> None:
     """Judges ``STEP_CHECKS`` from what happened in each iteration of a training loop.
 
     Args:
@@ -130,6 +147,9 @@ def check_training(judge: Judge, recorder: Recorder, iterations: Sequence[Iterat
             ``{got}`` and ``{want}`` (gradient norms).
         extra_steps: reported when an iteration calls ``step()`` more than once; its message
             may use ``{steps}``. By default ``wrong_value``.
+        finish: what the loop must do to an iteration's gradient before its step (clipping):
+            applied to the right gradient and to what the shared zero_grad mistakes leave.
+        same: when two flat gradients count as equal.
     """
     steps = [count(it.events, "step") for it in iterations]
     backwards = sum(count(it.events, "backward") for it in iterations)
@@ -143,7 +163,8 @@ def check_training(judge: Judge, recorder: Recorder, iterations: Sequence[Iterat
     extra_steps = extra_steps or EXTRA_STEPS
     judge.check("one_step", extra is None, extra_steps, **evidence)
     if stepped and backed and ordered:
-        _check_gradients(judge, recorder, iterations, steps, loss_fn, who, unit, mistakes)
+        _check_gradients(judge, recorder, iterations, steps, loss_fn, who, unit, mistakes,
+                         finish, same)
 
 
 def _step_before_backward(events: Sequence[Event]) -> bool:
@@ -157,8 +178,12 @@ def _step_before_backward(events: Sequence[Event]) -> bool:
 
 def _check_gradients(judge: Judge, recorder: Recorder, iterations: Sequence[Iteration],
                      steps: list[int], loss_fn: Callable[..., torch.Tensor], who: str, unit: str,
-                     mistakes: Sequence[Misconception]) -> None:
+                     mistakes: Sequence[Misconception], finish: Finish | None,
+                     same: Callable[[torch.Tensor, torch.Tensor | None], bool]) -> None:
     """Judges "gradients" at every step whose tensors were kept, from the first wrong one."""
+    shared = [ZERO_GRAD_AFTER_BACKWARD, NO_ZERO_GRAD]
+    if finish is not None:
+        shared = [replace(m, produces=_finished(m.produces, finish)) for m in shared]
     previous: torch.Tensor | None = None
     step_number = 0
     for it, taken in zip(iterations, steps):
@@ -170,15 +195,15 @@ def _check_gradients(judge: Judge, recorder: Recorder, iterations: Sequence[Iter
             continue
         got = flat(step_events[0].grads, it.params)
         evidence = StepEvidence(recorder, it, loss_fn, previous)
-        want = evidence.gradient()
+        want = evidence.gradient() if finish is None else finish(evidence, evidence.gradient())
         previous = got
-        if same_gradient(got, want):
+        if same(got, want):
             continue
         empty = "`None`" if all(g is None for g in step_events[0].grads.values()) \
             else "all zeros"
         across = "from one call to the next" if unit == "call" else f"across {unit}es"
-        mistake = recognise(got, evidence, [ZERO_GRAD_AFTER_BACKWARD, *mistakes, NO_ZERO_GRAD],
-                            same_gradient) or WRONG_GRADIENT
+        mistake = recognise(got, evidence, [shared[0], *mistakes, shared[1]], same) \
+            or WRONG_GRADIENT
         judge.fail("gradients", mistake, step=step_number, got=number(got.norm()),
                    want=number(want.norm()), empty=empty, unit=unit, who=who, across=across)
         return

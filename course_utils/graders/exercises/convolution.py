@@ -96,7 +96,7 @@ def _same_outputs(got: torch.Tensor, want: torch.Tensor) -> bool:
 
 
 FLIPPED = Misconception(
-    "kernel_flipped", "a true convolution (flipped kernel) instead of PyTorch's cross-correlation",
+    "kernel_flipped", "kernel flipped: true convolution and PyTorch's cross-correlation confused",
     "For {case} your result equals the library's with the kernel flipped (rows and columns "
     "reversed): you computed a true convolution. PyTorch's convolution is a cross-correlation: "
     "`weight[:, :, i, j]` multiplies the input pixel at offset (i, j) of each window, unflipped.",
@@ -232,8 +232,13 @@ def _explain(judge: Judge, check: str, case: Case, out: torch.Tensor,
     judge.check(check, False, CONV_SHAPE.code if wrong_shape else "wrong_value", otherwise)
 
 
-def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool) -> None:
-    """Gradients of a weighted sum of the output reach x, weight and bias, as the library's do."""
+def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool,
+                     library: Callable[..., torch.Tensor] = F.conv2d, name: str = "conv2d",
+                     ) -> None:
+    """Gradients of a weighted sum of the output reach x, weight and bias, as ``library``'s do.
+
+    ``name`` is the student's function, for feedback.
+    """
     case = next((c for c in cases if c.bias is not None and c.padding > 0), None) \
         or next((c for c in cases if c.bias is not None), None)
     if case is None:
@@ -243,7 +248,7 @@ def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool
     described = case.describe()
     with torch.enable_grad():
         ok, out = judge.attempt("gradients", conv2d, *leaves, case.stride, case.padding,
-                                doing=f"running your `conv2d` with {described}")
+                                doing=f"running your `{name}` with {described}")
         if not ok or not isinstance(out, torch.Tensor):
             return
         if out.grad_fn is None:
@@ -257,12 +262,12 @@ def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool
         upstream = torch.randn(out.shape, generator=generator(judge.seed + 1))
         ok, grads = judge.attempt(
             "gradients", lambda: torch.autograd.grad(out, leaves, upstream, allow_unused=True),
-            doing="computing the gradients of your `conv2d`'s result")
+            doing=f"computing the gradients of your `{name}`'s result")
         if not ok:
             return
         reference = [leaf.detach().clone().requires_grad_() for leaf in leaves]
-        want = torch.autograd.grad(F.conv2d(reference[0], reference[1], reference[2],
-                                            case.stride, case.padding), reference, upstream)
+        want = torch.autograd.grad(library(reference[0], reference[1], reference[2],
+                                           case.stride, case.padding), reference, upstream)
     names = ["x", "weight", "bias"]
     missing = [name for name, g in zip(names, grads) if g is None]
     if missing:
