@@ -7,11 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+PARALLEL ?= -n auto --dist loadgroup
 # Commands run with the environment's programs first on PATH: nbgrader starts `alembic` from
 # there when it creates the gradebook, and JupyterLab's Formgrader runs nbgrader.
 IN_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: course test setup data gradebook notebooks benchmark
+.PHONY: course test test-fast setup data gradebook notebooks benchmark
 
 # JupyterLab refuses to run as root unless told to (containers often run as root).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -19,8 +20,15 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 course: setup gradebook
 	$(IN_VENV) $(VENV)/bin/jupyter lab $(ALLOW_ROOT) --notebook-dir=. notebooks/01_forward_pass/01_forward_pass.ipynb
 
+# The whole suite, spread over one process per core (tests that share a graded class or a
+# notebook's kernel stay in one process), with the 25 slowest tests listed at the end.
 test: setup
-	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg tests solutions $(PYTEST_ARGS)
+	$(PY) -m pytest $(PARALLEL) --durations=25 --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		tests course_utils solutions $(PYTEST_ARGS)
+
+# For editing: everything not marked slow (graders, catalogues, doctests, units), in minutes.
+test-fast: setup
+	$(PY) -m pytest $(PARALLEL) --durations=10 -m "not slow" tests course_utils $(PYTEST_ARGS)
 
 setup: $(INSTALLED) data
 

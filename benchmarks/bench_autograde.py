@@ -35,7 +35,6 @@ from pathlib import Path
 import nbformat
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
-from nbgrader.api import Gradebook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -43,7 +42,8 @@ from course_utils.autograde.parallel.jobs import failure_reason  # noqa: E402
 from course_utils.autograde.kernels.pool import PRELOAD  # noqa: E402
 from course_utils.autograde.environment import available_cores  # noqa: E402
 from course_utils.autograde.parallel.cli import find_jobs, grade_class  # noqa: E402
-from simulated_class import STUDENTS, make_course, run_nbgrader, write_submission  # noqa: E402
+from simulated_class import (STUDENTS, gradebook_cells, make_course, run_nbgrader,  # noqa: E402
+                             write_submission)
 
 CLASS_MIX = ["perfect", "bea", "carl", "untouched"]
 UNPROTECTED = ["--Sandbox.enabled=False"]
@@ -53,19 +53,6 @@ def reset(course: Path, released_gradebook: Path) -> None:
     """Back to the state right after release: no grades, no autograded notebooks."""
     shutil.copy(released_gradebook, course / "gradebook.db")
     shutil.rmtree(course / "autograded", ignore_errors=True)
-
-
-def cell_scores(course: Path) -> dict[tuple[str, str, str], tuple[float | None, bool]]:
-    """Every test cell's automatic score in the gradebook, by (student, lesson, cell)."""
-    scores = {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        for lesson in gradebook.assignments:
-            for submission in gradebook.assignment_submissions(lesson.name):
-                for notebook in submission.notebooks:
-                    for grade in notebook.grades:
-                        scores[submission.student_id, lesson.name, grade.name] = (
-                            grade.auto_score, grade.needs_manual_grade)
-    return scores
 
 
 def serial(course: Path, lessons: list[str], options: list[str]) -> float:
@@ -178,17 +165,18 @@ def main() -> None:
             shutil.rmtree(course / "submitted", ignore_errors=True)
             hand_in()
             notebooks = len(find_jobs(course, lessons))
+            gradebook = course / "gradebook.db"
             for protection, options in protections:
                 serial_s, serial_scores = None, None
                 if not args.no_serial:
                     reset(course, released_gradebook)
                     serial_s = serial(course, lessons, options)
-                    serial_scores = cell_scores(course)
+                    serial_scores = gradebook_cells(gradebook)
                 graders = []
                 for workers in args.workers:
                     reset(course, released_gradebook)
                     seconds = course_grader(course, lessons, workers, options)
-                    same = None if serial_scores is None else cell_scores(course) == serial_scores
+                    same = None if serial_scores is None else gradebook_cells(gradebook) == serial_scores
                     graders.append((workers, seconds, same))
                 floor_s = floor(course, lessons)
                 rows.append((f"{label}, {protection}", notebooks, serial_s, graders, floor_s))

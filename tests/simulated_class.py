@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import html
 import re
 import runpy
 import shutil
@@ -23,6 +24,7 @@ from typing import Callable
 
 import nbformat
 from nbformat import NotebookNode
+from nbgrader.api import Gradebook
 from nbgrader.utils import is_solution
 from traitlets.config import Config
 
@@ -511,3 +513,92 @@ def run_nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course,
                           env=nbgrader_environment(), capture_output=True, text=True,
                           timeout=3600)
+
+
+# The configuration's lessons whose instructor notebook exists.
+GRADED_LESSONS = [lesson for lesson in LESSONS
+           if (ROOT / "solutions" / lesson / f"{lesson}.ipynb").is_file()]
+MNIST_LESSONS = {"08_mnist"}
+EDGE_LESSONS = [lesson for lesson in ("02_loss", "06_epoch_loss") if lesson in GRADED_LESSONS]
+EDGE_STUDENTS = ["untouched", "tampered", "deleted_test", "syntax_error", "endless_loops",
+                 "invalid_json"]
+# nbgrader_config.py allows 180 s per cell, which 08_mnist's MNIST cells need. An endless loop
+# at the top level of an answer cell runs until that limit. The edge lessons' longest honest
+# cell grades `train_one_epoch` twice with the graders' 10 s limit each (the endless-loop
+# student), so 40 s is safe there and saves 140 s of waiting.
+EDGE_EXECUTE_TIMEOUT = 40
+
+
+def lessons_of(student: str) -> list[str]:
+    """The lessons ``student`` hands in (the untouched release goes in for every lesson)."""
+    if student in EDGE_STUDENTS and student != "untouched":
+        return EDGE_LESSONS
+    if student in BUGS:
+        return [lesson for lesson in GRADED_LESSONS if lesson not in MNIST_LESSONS]
+    return GRADED_LESSONS
+
+
+STUDENT_IDS = ["perfect", *BUGS, *EDGE_STUDENTS]
+
+
+@dataclass
+class GradedClass:
+    """The temporary course directory after the whole workflow, and what each command said."""
+
+    path: Path
+    released_gradebook: Path  # the gradebook after release, before any grading
+    autograde: dict[str, subprocess.CompletedProcess[str]]
+    feedback: subprocess.CompletedProcess[str]
+    export: subprocess.CompletedProcess[str]
+
+    def autograded(self, student: str, lesson: str) -> nbformat.NotebookNode:
+        return nbformat.read(self.path / "autograded" / student / lesson / f"{lesson}.ipynb",
+                             as_version=4)
+
+    def feedback_text(self, student: str, lesson: str) -> str:
+        page = (self.path / "feedback" / student / lesson / f"{lesson}.html").read_text()
+        return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def grade_class(folder: Path) -> GradedClass:
+    """The instructor's whole workflow on the simulated class, in a course made in ``folder``."""
+    course = make_course(folder)
+    release = run_nbgrader(course, "generate_assignment", "*")  # every lesson, one process
+    if release.returncode != 0:
+        raise RuntimeError(f"nbgrader could not release the lessons:\n{release.stderr[-4000:]}")
+    released_gradebook = course.parent / "released-gradebook.db"
+    shutil.copy(course / "gradebook.db", released_gradebook)
+
+    for student in STUDENT_IDS:
+        for lesson in lessons_of(student):
+            write_submission(course, student, lesson)
+    autograde = {}
+    for lesson in GRADED_LESSONS:
+        limit = [f"--Execute.timeout={EDGE_EXECUTE_TIMEOUT}"] if lesson in EDGE_LESSONS else []
+        autograde[lesson] = run_nbgrader(course, "autograde", lesson, *limit)
+    return GradedClass(course, released_gradebook, autograde,
+                       feedback=run_nbgrader(course, "generate_feedback", "*"),
+                       export=run_nbgrader(course, "export", "--to", "grades.csv"))
+
+
+@dataclass
+class CellGrade:
+    """What the gradebook holds for one test cell of one submission."""
+
+    auto_score: float | None
+    score: float
+    max_score: float
+    needs_manual_grade: bool
+
+
+def gradebook_cells(db: Path) -> dict[tuple[str, str, str], CellGrade]:
+    """Every graded cell in the gradebook, by (student, lesson, cell id)."""
+    cells = {}
+    with Gradebook(f"sqlite:///{db}") as gradebook:
+        for lesson in gradebook.assignments:
+            for submission in gradebook.assignment_submissions(lesson.name):
+                for notebook in submission.notebooks:
+                    for g in notebook.grades:
+                        cells[submission.student_id, lesson.name, g.name] = CellGrade(
+                            g.auto_score, g.score, g.max_score, g.needs_manual_grade)
+    return cells

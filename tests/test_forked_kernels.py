@@ -57,16 +57,24 @@ class Kernel:
         run_sync(self.manager.shutdown_kernel)(now=True)
 
 
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[forked_kernels.Zygote]:
+    """One zygote for the module's tests, serving a course's ``autograded`` folder: each test
+    shows, too, that what earlier tests did to their kernels left it able to serve."""
+    zygote = forked_kernels.Zygote(str(tmp_path_factory.mktemp("autograded")),
+                                   Sandbox(processes=40))
+    yield zygote
+    zygote.close()
+
+
 @pytest.fixture
-def autograded(tmp_path: Path) -> Iterator[Path]:
-    """A course's ``autograded`` folder, with a zygote serving its kernels."""
-    folder = tmp_path / "autograded"
+def autograded(zygote: forked_kernels.Zygote, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A folder of the zygote's ``autograded`` folder for this test alone, served by the zygote."""
+    folder = Path(zygote.autograded) / request.node.name
     folder.mkdir()
-    zygote = forked_kernels.Zygote(str(folder), Sandbox(processes=40))
     Kernel.zygote = zygote
     yield folder
     Kernel.zygote = None
-    zygote.close()
 
 
 FRESH_STATE = """

@@ -1,14 +1,15 @@
 """nbgrader end to end on a simulated class: release, autograde, feedback, export, mistakes report.
 
-Runs the instructor's commands for real in a temporary copy of the course directory. Who hands
-in what:
+Runs the instructor's commands for real in a temporary copy of the course directory, once per
+run (``simulated_class.grade_class``, shared through tests/conftest.py). Who hands in what:
 
 - ``perfect``, ``bea`` and ``carl`` (two sets of typical bugs, see ``simulated_class.BUGS``)
   do every lesson, except that ``bea`` and ``carl`` skip the lessons in ``MNIST_LESSONS``,
   whose notebooks train on the whole of MNIST for minutes. They do hand in 10_convolution:
   its MNIST run starts with the check of their (buggy) `MNISTCNN`, which stops it at once.
-- The edge cases (an untouched notebook, an edited and a deleted test cell, a syntax error,
-  endless loops, a file that is not JSON) hand in ``EDGE_LESSONS`` only: two fast lessons
+- ``untouched`` hands in every lesson as released (the stubs earn nothing anywhere).
+- The other edge cases (an edited and a deleted test cell, a syntax error, endless loops, a
+  file that is not JSON) hand in ``EDGE_LESSONS`` only: two fast lessons
   (toy data, seconds per notebook) with three exercises between them, one with two exercises
   and one with training code. Every edge case is about nbgrader's handling of a notebook, not
   about a lesson's content, so more lessons would cost minutes and show nothing new.
@@ -18,114 +19,26 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import html
 import io
 import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
-from nbgrader.api import Gradebook
 from torch import nn
 
 from course_utils.graders import Report, grade, points
 from course_utils.protocol import exercise_of, is_test_cell
-from simulated_class import (BUGS, ROOT, is_answer, make_course, run_nbgrader,
-                             write_submission)
-from simulated_class import LESSONS as COURSE_LESSONS
+from simulated_class import (BUGS, EDGE_EXECUTE_TIMEOUT, EDGE_LESSONS, EDGE_STUDENTS,
+                             STUDENT_IDS, GradedClass, gradebook_cells, is_answer, lessons_of,
+                             make_course)
+from simulated_class import GRADED_LESSONS as LESSONS
 
 pytestmark = pytest.mark.slow
-
-LESSONS = [lesson for lesson in COURSE_LESSONS
-           if (ROOT / "solutions" / lesson / f"{lesson}.ipynb").is_file()]
-MNIST_LESSONS = {"08_mnist"}
-EDGE_LESSONS = [lesson for lesson in ("02_loss", "06_epoch_loss") if lesson in LESSONS]
-EDGE_STUDENTS = ["untouched", "tampered", "deleted_test", "syntax_error", "endless_loops",
-                 "invalid_json"]
-# nbgrader_config.py allows 180 s per cell, which 08_mnist's MNIST cells need. An endless loop
-# at the top level of an answer cell runs until that limit. The edge lessons' longest honest
-# cell grades `train_one_epoch` twice with the graders' 10 s limit each (the endless-loop
-# student), so 40 s is safe there and saves 140 s of waiting.
-EDGE_EXECUTE_TIMEOUT = 40
-
-
-def lessons_of(student: str) -> list[str]:
-    if student in EDGE_STUDENTS:
-        return EDGE_LESSONS
-    if student in BUGS:
-        return [lesson for lesson in LESSONS if lesson not in MNIST_LESSONS]
-    return LESSONS
-
-
-STUDENT_IDS = ["perfect", *BUGS, *EDGE_STUDENTS]
-
-
-@dataclass
-class GradedClass:
-    """The temporary course directory after the whole workflow, and what each command said."""
-
-    path: Path
-    released_gradebook: Path  # the gradebook after release, before any grading
-    autograde: dict[str, subprocess.CompletedProcess[str]]
-    feedback: subprocess.CompletedProcess[str]
-    export: subprocess.CompletedProcess[str]
-
-    def autograded(self, student: str, lesson: str) -> nbformat.NotebookNode:
-        return nbformat.read(self.path / "autograded" / student / lesson / f"{lesson}.ipynb",
-                             as_version=4)
-
-    def feedback_text(self, student: str, lesson: str) -> str:
-        page = (self.path / "feedback" / student / lesson / f"{lesson}.html").read_text()
-        return html.unescape(re.sub(r"<[^>]+>", "", page))
-
-
-@pytest.fixture(scope="module")
-def graded_class(tmp_path_factory: pytest.TempPathFactory) -> GradedClass:
-    course = make_course(tmp_path_factory.mktemp("course"))
-    release = run_nbgrader(course, "generate_assignment", "*")  # every lesson, one process
-    assert release.returncode == 0, release.stderr
-    released_gradebook = course.parent / "released-gradebook.db"
-    shutil.copy(course / "gradebook.db", released_gradebook)
-
-    for student in STUDENT_IDS:
-        for lesson in lessons_of(student):
-            write_submission(course, student, lesson)
-    autograde = {}
-    for lesson in LESSONS:
-        limit = [f"--Execute.timeout={EDGE_EXECUTE_TIMEOUT}"] if lesson in EDGE_LESSONS else []
-        autograde[lesson] = run_nbgrader(course, "autograde", lesson, *limit)
-    return GradedClass(course, released_gradebook, autograde,
-                       feedback=run_nbgrader(course, "generate_feedback", "*"),
-                       export=run_nbgrader(course, "export", "--to", "grades.csv"))
-
-
-@dataclass
-class CellGrade:
-    """What the gradebook holds for one test cell of one submission."""
-
-    auto_score: float | None
-    score: float
-    max_score: float
-    needs_manual_grade: bool
-
-
-def gradebook_cells(db: Path) -> dict[tuple[str, str, str], CellGrade]:
-    """Every graded cell in the gradebook, by (student, lesson, cell id)."""
-    cells = {}
-    with Gradebook(f"sqlite:///{db}") as gradebook:
-        for lesson in gradebook.assignments:
-            for submission in gradebook.assignment_submissions(lesson.name):
-                for notebook in submission.notebooks:
-                    for g in notebook.grades:
-                        cells[submission.student_id, lesson.name, g.name] = CellGrade(
-                            g.auto_score, g.score, g.max_score, g.needs_manual_grade)
-    return cells
-
 
 def source_test_cells(course: Path, lesson: str) -> list[nbformat.NotebookNode]:
     """The lesson's test cells as the instructor wrote them, hidden tests included."""
@@ -306,12 +219,12 @@ def expected_mistakes(course: Path) -> dict[tuple[str, str, str], set[str]]:
                 bug = bugs.get(exercise_of(cell.source))
                 if bug:
                     expected.setdefault((lesson, bug.exercise, bug.code), set()).add(student)
-    for lesson in EDGE_LESSONS:
-        cells = source_test_cells(course, lesson)
-        for cell in cells:
+    for lesson in lessons_of("untouched"):
+        for cell in source_test_cells(course, lesson):
             expected.setdefault((lesson, exercise_of(cell.source), "not_implemented"),
                                 set()).add("untouched")
-        first = exercise_of(cells[0].source)
+    for lesson in EDGE_LESSONS:
+        first = exercise_of(source_test_cells(course, lesson)[0].source)
         expected.setdefault((lesson, first, BUGS["bea"][first].code), set()).add("tampered")
     expected[("06_epoch_loss", "train_one_epoch", "timeout")] = {"endless_loops"}
     return expected

@@ -23,8 +23,6 @@ STUB: str = NBGRADER_CONFIG["c"].ClearSolutions.code_stub["python"]
 
 # nbgrader hides what lies between these markers from students.
 HIDDEN_REGIONS = [("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")]
-SOLUTION_AUTHOR = "solution_author"
-UNTOUCHED = "untouched_student"
 
 
 def lesson_params() -> list:
@@ -106,21 +104,6 @@ def course(tmp_path_factory) -> CourseCopy:
     # nbgrader start per lesson; each lesson is converted exactly as on its own.
     result = run_nbgrader(root, "generate_assignment", "*", "--force")
     return CourseCopy(root, lessons, result.stderr)
-
-
-@pytest.fixture(scope="module")
-def autograded(course) -> CourseCopy:
-    """``course`` after autograding two submissions per lesson: the solution and the release."""
-    for lesson in course.lessons:
-        name = f"{lesson}.ipynb"
-        for student, notebook in [(SOLUTION_AUTHOR, course.root / "solutions" / lesson / name),
-                                  (UNTOUCHED, course.root / "notebooks" / lesson / name)]:
-            folder = course.root / "submitted" / student / lesson
-            folder.mkdir(parents=True, exist_ok=True)
-            if notebook.is_file():
-                shutil.copy(notebook, folder / name)
-    result = run_nbgrader(course.root, "autograde", "*", "--force")
-    return CourseCopy(course.root, course.lessons, result.stderr)
 
 
 def comparable(nb) -> dict:
@@ -263,17 +246,20 @@ def test_untouched_release_fails_only_where_students_must_act(lesson, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", lesson_params())
-def test_autograde_gives_full_marks_to_the_solution_and_none_to_the_stubs(lesson, autograded):
-    autograded.require(lesson)
+def test_autograde_gives_full_marks_to_the_solution_and_none_to_the_stubs(lesson, graded_class):
+    """nbgrader's scores for the simulated class's ``perfect`` student (the release with the
+    solution's answers) and ``untouched`` student (the release as it is)."""
+    source_notebook(lesson)
     scores = {}
-    with Gradebook(f"sqlite:///{autograded.root / 'gradebook.db'}") as gradebook:
-        for student in (SOLUTION_AUTHOR, UNTOUCHED):
+    with Gradebook(f"sqlite:///{graded_class.path / 'gradebook.db'}") as gradebook:
+        for student in ("perfect", "untouched"):
             try:
                 submission = gradebook.find_submission(lesson, student)
             except MissingEntry:
-                pytest.fail(f"nbgrader did not grade {student}'s {lesson}:\n{autograded.log[-4000:]}")
+                log = graded_class.autograde[lesson].stderr[-4000:]
+                pytest.fail(f"nbgrader did not grade {student}'s {lesson}:\n{log}")
             scores[student] = (submission.score, submission.max_score)
-    maximum = scores[SOLUTION_AUTHOR][1]
+    maximum = scores["perfect"][1]
     assert maximum > 0, f"{lesson} has no points to earn"
-    assert scores[SOLUTION_AUTHOR][0] == maximum, f"{lesson}: the solution scored {scores}"
-    assert scores[UNTOUCHED][0] == 0, f"{lesson}: the untouched notebook scored {scores}"
+    assert scores["perfect"][0] == maximum, f"{lesson}: the solution scored {scores}"
+    assert scores["untouched"][0] == 0, f"{lesson}: the untouched notebook scored {scores}"

@@ -3,7 +3,7 @@ processes, and concurrent gradebook writers.
 
 Grading a real class with the course grader and comparing its per-cell scores with serial
 nbgrader's is in test_instructor_workflow.py (broken and endless notebooks) and here (the
-hostile class of test_safe_autograde.py).
+hostile class of tests/hostile_class.py).
 """
 
 from __future__ import annotations
@@ -29,12 +29,8 @@ from course_utils.autograde.parallel import worker as grading_worker
 from course_utils.autograde.parallel.jobs import Job, Result, failure_reason, find_jobs, part_of
 from course_utils.autograde.parallel.progress import Progress
 from course_utils.autograde.kernels.policy import missing
-from simulated_class import make_course, run_nbgrader
-from test_instructor_workflow import gradebook_cells
-from test_safe_autograde import (LEAK, LESSON, PROTECTED_FILES, SECRET, HostileClass, digest,
-                                 hostile_class)
-
-__all__ = ["hostile_class"]  # the serial hostile class, a fixture shared with its own tests
+from hostile_class import LEAK, LESSON, PROTECTED_FILES, SECRET, HostileClass, digest
+from simulated_class import gradebook_cells, make_course, run_nbgrader
 
 NOT_JSON = """\
 [AutogradeApp | ERROR] There was an error processing assignment: /c/submitted/eve/02_loss
@@ -367,7 +363,7 @@ def test_concurrent_gradebook_writers_lose_nothing(tmp_path: Path) -> None:
 @pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")
 def test_the_hostile_class_gets_the_serial_scores_and_nothing_more(
         hostile_class: HostileClass, tmp_path: Path) -> None:
-    """The hostile class of test_safe_autograde.py, graded again by the course grader (two
+    """The hostile class (tests/hostile_class.py), graded again by the course grader (two
     processes, kernels started ahead): serial nbgrader's per-cell scores, no leak, no course
     file changed."""
     course = make_course(tmp_path / "course")
