@@ -76,7 +76,9 @@ c.Validator.Execute.on_cell_start = explain_after_last_cell
 # memory, processes, file sizes and CPU time).
 # Autograding stops before grading anyone where the sandbox cannot start; only for notebooks
 # you trust, grade unprotected with: c.Sandbox.enabled = False
-c.Autograde.pre_convert_hook = "course_utils.autograde.kernels.policy.require_sandbox"
+# Before a submission is read, links, devices and pipes in its folder are removed unread
+# (course_utils/autograde/submissions.py): nbgrader grades only the student's own files.
+c.Autograde.pre_convert_hook = "course_utils.autograde.submissions.before_grading"
 c.Autograde.autograde_preprocessors = [
     "course_utils.autograde.execute.SafeExecute",
     "nbgrader.preprocessors.IgnorePattern",
