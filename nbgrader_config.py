@@ -79,6 +79,8 @@ c.Validator.Execute.on_cell_start = explain_after_last_cell
 # Before a submission is read, links, devices and pipes in its folder are removed unread
 # (course_utils/autograde/submissions.py): nbgrader grades only the student's own files.
 c.Autograde.pre_convert_hook = "course_utils.autograde.submissions.before_grading"
+# Nothing a student's notebook shows can run in a browser (course_utils/autograde/sanitize.py:
+# the Formgrader and the feedback pages render it in the instructor's session).
 c.Autograde.autograde_preprocessors = [
     "course_utils.autograde.execute.SafeExecute",
     "nbgrader.preprocessors.IgnorePattern",
@@ -87,10 +89,12 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
+    "course_utils.autograde.sanitize.SanitizeNotebook",
 ]
-# Feedback pages show each check's report, never the hidden tests.
+# Feedback pages show each check's report, never the hidden tests, and nothing active.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "course_utils.autograde.hidden_tests.HideHiddenTests",
+    "course_utils.autograde.sanitize.SanitizeNotebook",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
