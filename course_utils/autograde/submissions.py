@@ -114,12 +114,9 @@ def _log() -> logging.Logger:
     return app.log if app is not None else logging.getLogger(__name__)
 
 
-def before_grading(notebooks: list[str] | None = None, **hook_arguments: Any) -> None:
-    """nbgrader's ``pre_convert_hook``: stops where the sandbox cannot start
-    (``require_sandbox``), then screens the submission of ``notebooks`` (see ``screen``) and
-    takes the notebooks it removed out of ``notebooks`` (nbgrader's own list), so that they are
-    not graded."""
-    require_sandbox(**hook_arguments)
+def screen_notebooks(notebooks: list[str]) -> None:
+    """Screens the submission of ``notebooks`` (see ``screen``) and takes the notebooks it
+    removed out of that list (nbgrader's own), so that they are not graded."""
     if not notebooks:
         return
     folder = os.path.dirname(os.path.abspath(notebooks[0]))
@@ -130,3 +127,10 @@ def before_grading(notebooks: list[str] | None = None, **hook_arguments: Any) ->
         return
     gone = {os.path.join(folder, name) for name in removed}
     notebooks[:] = [path for path in notebooks if os.path.abspath(path) not in gone]
+
+
+def before_grading(notebooks: list[str] | None = None, **hook_arguments: Any) -> None:
+    """nbgrader's ``pre_convert_hook``: stops where the sandbox cannot start
+    (``require_sandbox``), then screens the submission (``screen_notebooks``)."""
+    require_sandbox(**hook_arguments)
+    screen_notebooks(notebooks if notebooks is not None else [])
