@@ -259,7 +259,7 @@ display({"image/svg+xml": """<svg xmlns="http://www.w3.org/2000/svg" onload="doc
 '''),
     Attack("script_in_markdown_cell", "browser", "", markdown=(
         """My answer <img src=x onerror="document.title='PWNED markdown cell'"> and my """
-        "[notes](javascript:document.title='PWNED-link')")),
+        "[notes](javascript:document.title='PWNED-link';void(0))")),
     # output volume: 50 MB of long lines, and a flood of large displays
     Attack("print_50_mb", "output", 'for _ in range(50):\n    print("x" * (1 << 20))'),
     Attack("display_flood", "output", '''
