@@ -77,19 +77,28 @@ c.Validator.Execute.on_cell_start = explain_after_last_cell
 # memory, processes, file sizes and CPU time).
 # Autograding stops before grading anyone where the sandbox cannot start; only for notebooks
 # you trust, grade unprotected with: c.Sandbox.enabled = False
-c.Autograde.pre_convert_hook = "course_utils.autograde.kernels.policy.require_sandbox"
+# Before a submission is read, links, devices and pipes in its folder are removed unread
+# (course_utils/autograde/submissions.py): nbgrader grades only the student's own files.
+c.Autograde.pre_convert_hook = "course_utils.autograde.submissions.before_grading"
+# A cell keeps at most 1 MB of output, a notebook 5 MB (course_utils/autograde/output_caps.py),
+# and nothing a student's notebook shows can run in a browser (course_utils/autograde/sanitize.py:
+# the Formgrader and the feedback pages render it in the instructor's session).
 c.Autograde.autograde_preprocessors = [
     "course_utils.autograde.execute.SafeExecute",
+    "course_utils.autograde.output_caps.CapOutput",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
+    "course_utils.autograde.sanitize.SanitizeNotebook",
 ]
-# Feedback pages show each check's report, never the hidden tests.
+# Feedback pages show each check's report, never the hidden tests, and nothing active.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "course_utils.autograde.hidden_tests.HideHiddenTests",
+    "course_utils.autograde.output_caps.CapOutput",
+    "course_utils.autograde.sanitize.SanitizeNotebook",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

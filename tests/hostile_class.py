@@ -15,9 +15,11 @@ import os
 import re
 import socket
 import subprocess
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
@@ -47,12 +49,51 @@ def attempt(action):
 
 @dataclass(frozen=True)
 class Attack:
-    """One hostile student: the code added to the answer, on the solution or on bea's bug."""
+    """One hostile student: the code added to the answer, on the solution or on bea's bug, and
+    what the student puts in the submission folder besides the notebook (``plant``, given that
+    folder, ``submitted/<student>/06_epoch_loss``)."""
 
     name: str
     group: str
     code: str
     buggy: bool = False
+    plant: Callable[[Path], None] | None = None
+    markdown: str = ""  # a Markdown cell the student adds after the first answer
+
+
+def _replace(path: Path) -> Path:
+    """``path`` emptied for something new to be planted there (a link is removed, not followed)."""
+    if path.is_symlink() or path.exists() and not path.is_dir():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    return path
+
+
+def link(name: str, target: str) -> Callable[[Path], None]:
+    """Plants a symbolic link ``name`` to ``target`` (relative to the submission folder, so that
+    a copied course links to its own files)."""
+    return lambda folder: _replace(folder / name).symlink_to(target)
+
+
+def hard_link(name: str, target: str) -> Callable[[Path], None]:
+    """Plants a hard link ``name`` to the course file ``target`` (relative to the course)."""
+    return lambda folder: os.link(folder.parents[2] / target, _replace(folder / name))
+
+
+def fifo(name: str) -> Callable[[Path], None]:
+    """Plants a named pipe ``name``: whoever opens it to read waits for a writer forever."""
+    return lambda folder: os.mkfifo(_replace(folder / name))
+
+
+def linked_folder(target: str) -> Callable[[Path], None]:
+    """Makes the submission folder itself a link to ``target`` (relative to ``submitted``)."""
+    return lambda folder: _replace(folder).symlink_to(Path("..") / ".." / target,
+                                                      target_is_directory=True)
+
+
+# The instructor's notebook, seen from a submission folder.
+SOLUTION = "../../../solutions/06_epoch_loss/06_epoch_loss.ipynb"
 
 
 ATTACKS = [
@@ -183,8 +224,58 @@ def train_one_epoch(*args, **kwargs):
     return _buggy(*args, **kwargs)
 ''', buggy=True),
 ]
+# Submissions that are not (only) the student's files: links and pipes, as an LMS zip or a copy
+# from a shared drive may deliver them.
+LINK_ATTACKS = [
+    Attack("link_notebook_to_solution", "links", "", plant=link(f"{LESSON}.ipynb", SOLUTION)),
+    Attack("link_to_gradebook", "links",
+           'attempt(lambda: Path("gradebook.db").read_bytes()[:16])',
+           plant=link("gradebook.db", "../../../gradebook.db")),
+    Attack("link_folder_to_solutions", "links",
+           'attempt(lambda: (Path("answers") / "06_epoch_loss.ipynb").read_text()[:300])',
+           plant=link("answers", "../../../solutions/06_epoch_loss")),
+    Attack("hard_link_to_solution", "links",
+           'attempt(lambda: Path("notes.txt").read_text()[:300])',
+           plant=hard_link("notes.txt", "solutions/06_epoch_loss/06_epoch_loss.ipynb")),
+    Attack("fifo_in_submission", "links", 'attempt(lambda: os.stat("pipe").st_mode)',
+           plant=fifo("pipe")),
+    Attack("submission_is_a_link", "links", "",
+           plant=linked_folder("solutions/06_epoch_loss")),
+]
+# These two hand in no notebook of their own: they are not graded (0 points).
+UNGRADED_LINKS = ["link_notebook_to_solution", "submission_is_a_link"]
+ATTACKS += LINK_ATTACKS
+# Script that would run in whoever's browser shows the student's work (the Formgrader, the
+# feedback page): each payload marks the page's title, which the browser test reads.
+PWNED = "PWNED"
+ATTACKS += [
+    Attack("script_in_outputs", "browser", '''
+from IPython.display import HTML, Javascript, Markdown, display
+display(HTML(""" <img src=x onerror="document.title='PWNED html output'"> """))
+display(Javascript("document.title='PWNED javascript output'"))
+display(Markdown(""" <img src=x onerror="document.title='PWNED markdown output'"> """))
+display({"image/svg+xml": """<svg xmlns="http://www.w3.org/2000/svg" onload="document.title='PWNED svg'"/>""",
+         "text/plain": "a picture"}, raw=True)
+'''),
+    Attack("script_in_markdown_cell", "browser", "", markdown=(
+        """My answer <img src=x onerror="document.title='PWNED markdown cell'"> and my """
+        "[notes](javascript:document.title='PWNED-link';void(0))")),
+    # output volume: 50 MB of long lines, and a flood of large displays
+    Attack("print_50_mb", "output", 'for _ in range(50):\n    print("x" * (1 << 20))'),
+    Attack("display_flood", "output", '''
+from IPython.display import HTML, display
+for i in range(40):
+    display(HTML("<p>" + "y" * 100_000 + "</p>"))
+'''),
+]
 INNOCENT = Attack("innocent_names", "score", 'check, points, grade = 3, [1, 2], "A"')
 STUDENTS = {attack.name: attack for attack in [*ATTACKS, INNOCENT]}
+
+
+def plant_links(course: Path) -> None:
+    """Puts each link attacker's links and pipes into its submission folder (again)."""
+    for attack in LINK_ATTACKS:
+        attack.plant(course / "submitted" / attack.name / LESSON)
 
 
 def hostile(attack: Attack, port: int, unix_socket: str):
@@ -198,7 +289,12 @@ def hostile(attack: Attack, port: int, unix_socket: str):
         first = first_answer_id(notebook)
         code = attack.code.replace("{port}", str(port)).replace("{unix_socket}", unix_socket)
         answers[first] += "\n" + PRELUDE + code
-        return nbformat.writes(fill_answers(notebook, answers))
+        notebook = fill_answers(notebook, answers)
+        if attack.markdown:
+            after = next(i for i, cell in enumerate(notebook.cells)
+                         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == first)
+            notebook.cells.insert(after + 1, nbformat.v4.new_markdown_cell(attack.markdown))
+        return nbformat.writes(notebook)
 
     return build
 
@@ -276,6 +372,7 @@ def grade_hostile_class(folder: Path) -> HostileClass:
         write_submission(course, student, LESSON)
     for name, attack in STUDENTS.items():
         write_submission(course, name, LESSON, hostile(attack, listener.port, listener.unix_path))
+    plant_links(course)
     before = {name: digest(course / name) for name in PROTECTED_FILES}
     os.environ["COURSE_TEST_SECRET"] = SECRET
     try:

@@ -29,7 +29,8 @@ from course_utils.autograde.parallel import worker as grading_worker
 from course_utils.autograde.parallel.jobs import Job, Result, failure_reason, find_jobs, part_of
 from course_utils.autograde.parallel.progress import Progress
 from course_utils.autograde.kernels.policy import missing
-from hostile_class import LEAK, LESSON, PROTECTED_FILES, SECRET, HostileClass, digest
+from hostile_class import (LEAK, LESSON, LINK_ATTACKS, PROTECTED_FILES, SECRET, HostileClass,
+                           digest, plant_links)
 from simulated_class import gradebook_cells, make_course, run_nbgrader
 
 NOT_JSON = """\
@@ -368,7 +369,9 @@ def test_the_hostile_class_gets_the_serial_scores_and_nothing_more(
     file changed."""
     course = make_course(tmp_path / "course")
     assert run_nbgrader(course, "generate_assignment", LESSON).returncode == 0
-    shutil.copytree(hostile_class.course / "submitted", course / "submitted")
+    # Links are copied as links; serial grading removed the planted ones: planted again.
+    shutil.copytree(hostile_class.course / "submitted", course / "submitted", symlinks=True)
+    plant_links(course)
     before = {name: digest(course / name) for name in PROTECTED_FILES}
     os.environ["COURSE_TEST_SECRET"] = SECRET
     try:
@@ -380,7 +383,9 @@ def test_the_hostile_class_gets_the_serial_scores_and_nothing_more(
         del os.environ["COURSE_TEST_SECRET"]
     ahead, forked = map(int, re.search(r"(\d+) in kernels started ahead, (\d+) forked warm",
                                        run.stdout).groups())
-    assert forked == ahead >= len(list((course / "submitted").iterdir())) - 2, run.stdout
+    # Submissions holding links get their kernel only once the links are removed.
+    assert forked == ahead >= len(list((course / "submitted").iterdir())) - 2 \
+        - len(LINK_ATTACKS), run.stdout
 
     parallel = gradebook_cells(course / "gradebook.db")
     assert parallel.keys() == hostile_class.cells.keys()

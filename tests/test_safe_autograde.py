@@ -8,15 +8,18 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from course_utils.autograde.kernels.policy import UNPROTECTED_SETTING, missing
-from hostile_class import (HONEST, HONEST_LESSONS, INNOCENT, LEAK, LESSON,
-                           PROTECTED_FILES, SECRET, HostileClass, attacks_in, digest, full_marks)
+from hostile_class import (HONEST, HONEST_LESSONS, INNOCENT, LEAK, LESSON, PROTECTED_FILES,
+                           PWNED, SECRET, UNGRADED_LINKS, HostileClass, attacks_in, digest,
+                           full_marks)
 from simulated_class import gradebook_cells, make_course, run_nbgrader, write_submission
 
 pytestmark = [pytest.mark.slow,
@@ -28,7 +31,8 @@ def test_every_student_is_graded_despite_the_attacks(hostile_class: HostileClass
     # gradebook with a score, the honest students first of all.
     failed = re.findall(r"error processing assignment '[^']+' for student '([^']+)'",
                         hostile_class.autograde.stdout + hostile_class.autograde.stderr)
-    assert set(failed) <= {"kill_everything", "kill_parent", "hang_ignoring_interrupts"}, failed
+    assert set(failed) <= {"kill_everything", "kill_parent", "hang_ignoring_interrupts",
+                           *UNGRADED_LINKS}, failed
     assert hostile_class.score("perfect") == 4
     assert 0 < hostile_class.score("bea") < 4
     assert hostile_class.feedback.returncode == 0, hostile_class.feedback.stderr[-2000:]
@@ -53,6 +57,126 @@ def test_writing_attacks_change_nothing(hostile_class: HostileClass, name: str) 
     assert (course / "submitted" / "perfect" / LESSON / f"{LESSON}.ipynb").exists()
     assert not (course / "autograded" / name / LESSON / "planted.txt").exists()
     assert hostile_class.score(name) == full_marks(hostile_class)
+
+
+# What each link attacker planted in its submission folder, and the target it pointed at.
+PLANTED = {"link_notebook_to_solution": f"{LESSON}.ipynb", "link_to_gradebook": "gradebook.db",
+           "link_folder_to_solutions": "answers", "hard_link_to_solution": "notes.txt",
+           "fifo_in_submission": "pipe", "submission_is_a_link": "."}
+
+
+@pytest.mark.parametrize("name", attacks_in("links"))
+def test_link_attacks_read_nothing_and_the_linked_is_not_graded(hostile_class: HostileClass,
+                                                                name: str) -> None:
+    course, planted = hostile_class.course, PLANTED[name]
+    log = hostile_class.autograde.stdout + hostile_class.autograde.stderr
+    shown = hostile_class.outputs(name) + hostile_class.feedback_text(name)
+    # Nothing of a link's target was read: not printed, not copied beside the notebook.
+    assert LEAK not in shown and "BEGIN SOLUTION" not in shown and "seed=1" not in shown
+    assert not (course / "autograded" / name / LESSON / planted).is_symlink()
+    assert planted == "." or planted.endswith(".ipynb") \
+        or not (course / "autograded" / name / LESSON / planted).exists()
+    # The instructor is told whose file was refused and why; the targets are unchanged.
+    if planted == ".":
+        assert f"Not grading the submission of student '{name}'" in log
+    else:
+        assert re.search(rf"Refused {re.escape(planted)} of student '{name}': "
+                         r"a (symbolic link|hard link|FIFO)", log), log[-3000:]
+    assert {p: digest(course / p) for p in PROTECTED_FILES} == hostile_class.digests_before
+    assert (course / "gradebook.db").stat().st_size > 0
+    if name in UNGRADED_LINKS:
+        # A linked notebook (the instructor's solution) is not graded as the student's.
+        assert hostile_class.score(name) == 0
+        assert not (course / "autograded" / name / LESSON / f"{LESSON}.ipynb").exists()
+        assert not (course / "feedback" / name).exists()
+    else:
+        assert hostile_class.score(name) == full_marks(hostile_class)
+        assert "contained: FileNotFoundError" in hostile_class.outputs(name)
+
+
+@pytest.mark.parametrize("name", attacks_in("output"))
+def test_output_attacks_are_capped(hostile_class: HostileClass, name: str) -> None:
+    # 50 MB of long lines and 4 MB of displays: each cell keeps 1 MB, marked as truncated.
+    notebook = hostile_class.course / "autograded" / name / LESSON / f"{LESSON}.ipynb"
+    page = hostile_class.course / "feedback" / name / LESSON / f"{LESSON}.html"
+    assert notebook.stat().st_size < 2_000_000
+    assert page.stat().st_size < 3_000_000
+    assert "output truncated" in hostile_class.outputs(name)
+    assert "output truncated" in hostile_class.feedback_text(name)
+    assert hostile_class.score(name) == full_marks(hostile_class)
+
+
+def _title_after_loading(pages: list[Path]) -> list[str]:
+    """Each page's title after it loaded in headless Chromium and after every link in the
+    notebook's content was clicked: what a student's script would have changed."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("apt-get install chromium to run the browser checks")
+    titles = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        try:
+            for path in pages:
+                page = browser.new_page()
+                page.goto(path.as_uri())
+                page.wait_for_load_state("load")
+                page.wait_for_timeout(500)
+                title = page.title()
+                # Links in what the notebook shows (not the page's own, which lead away).
+                for link in page.locator(":is(.rendered_html, .jp-RenderedHTMLCommon, "
+                                         ".text_cell_render) a").all():
+                    if link.is_visible():
+                        link.click(timeout=2000, no_wait_after=True)
+                page.wait_for_timeout(500)
+                titles.append(f"{title} | {page.title()}")
+                page.close()
+        finally:
+            browser.close()
+    return titles
+
+
+def _as_html(notebook: Path, page: Path) -> Path:
+    """``notebook`` rendered as the Formgrader's manual-grading page renders it (its own
+    template and exporter), written to ``page``."""
+    from nbconvert import HTMLExporter
+    from nbgrader.server_extensions.formgrader import handlers
+    exporter = HTMLExporter(template_name="formgrade",
+                            extra_template_basedirs=[handlers.template_path])
+    resources = {"assignment_id": LESSON, "notebook_id": LESSON, "submission_id": "1",
+                 "index": 0, "total": 1, "base_url": "/", "student": notebook.parents[1].name,
+                 "last_name": "", "first_name": "", "notebook_path": str(notebook)}
+    page.write_text(exporter.from_filename(str(notebook), resources=resources)[0])
+    return page
+
+
+@pytest.mark.browser
+def test_browser_attacks_run_no_script(hostile_class: HostileClass,
+                                            tmp_path: Path) -> None:
+    course, students = hostile_class.course, attacks_in("browser")
+    feedback = [course / "feedback" / s / LESSON / f"{LESSON}.html" for s in students]
+    graded = [_as_html(course / "autograded" / s / LESSON / f"{LESSON}.ipynb",
+                       tmp_path / f"{s}.html") for s in students]
+    # The payloads work: the submitted notebook, shown as it came, runs the Markdown cell's.
+    submitted = _as_html(course / "submitted" / "script_in_markdown_cell" / LESSON /
+                         f"{LESSON}.ipynb", tmp_path / "submitted.html")
+    titles = _title_after_loading([submitted, *feedback, *graded])
+    assert PWNED in titles[0]
+    assert not any(PWNED in title for title in titles[1:]), titles
+    for student in students:
+        notebook = course / "autograded" / student / LESSON / f"{LESSON}.ipynb"
+        shown = hostile_class.outputs(student) + "\n".join(
+            cell.source for cell in nbformat.read(notebook, 4).cells
+            if cell.cell_type == "markdown")
+        assert "onerror" not in shown and "javascript:" not in shown
+        # The graders' reports still show as they do, and so does the student's prose.
+        text = hostile_class.feedback_text(student)
+        assert "train_one_epoch" in text and "Passed" in text
+        page = (course / "feedback" / student / LESSON / f"{LESSON}.html").read_text()
+        assert "border-left:4px solid #1a7f37" in page
+        assert hostile_class.score(student) == full_marks(hostile_class)
+    assert "My answer" in hostile_class.feedback_text("script_in_markdown_cell")
 
 
 def test_the_gradebook_holds_only_nbgraders_scores(hostile_class: HostileClass) -> None:

@@ -11,7 +11,7 @@ because a kernel without network cannot use TCP.
 Settings, in ``nbgrader_config.py`` or on the command line (``--Sandbox.memory_gib=12``):
 
     c.Sandbox.enabled = True      # False grades UNPROTECTED: only for trusted notebooks
-    c.Sandbox.memory_gib = 8      # address space of the kernel
+    c.Sandbox.memory_gib = 8      # writable memory of each kernel process (RLIMIT_DATA)
     c.Sandbox.processes = 128     # processes and threads of the sandbox's user
     c.Sandbox.file_size_mib = 512
     c.Sandbox.cpu_seconds = 1800
@@ -63,7 +63,9 @@ class Sandbox(Configurable):
 
     enabled = Bool(True, help="Run each student's kernel in the sandbox. False grades "
                               "unprotected: only for notebooks you trust.").tag(config=True)
-    memory_gib = Float(8.0, help="Address space of a kernel, GiB.").tag(config=True)
+    memory_gib = Float(8.0, help="Writable memory of each kernel process, GiB (RLIMIT_DATA: "
+                                 "unlike an address-space limit, it lets CUDA reserve "
+                                 "address space).").tag(config=True)
     processes = Integer(128, help="Processes and threads a kernel may add.").tag(config=True)
     file_size_mib = Integer(512, help="Largest file a kernel may write, MiB.").tag(config=True)
     cpu_seconds = Integer(1800, help="CPU time of a kernel, seconds.").tag(config=True)
@@ -177,7 +179,7 @@ def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
     root. ``files`` are the folder's files when the folder is not filled yet (a kernel started
     before it is needed)."""
     processes = settings.processes + (0 if _as_root() else _processes_of(os.geteuid()))
-    limits = ["prlimit", f"--as={int(settings.memory_gib * (1 << 30))}",
+    limits = ["prlimit", f"--data={int(settings.memory_gib * (1 << 30))}",
               f"--nproc={processes}", f"--fsize={settings.file_size_mib * _MIB}",
               f"--cpu={settings.cpu_seconds}", "--core=0", "--"]
     mounts = _notebook_folder_mounts(folder, settings, files) + ["--bind", private, private]

@@ -36,6 +36,7 @@ from course_utils.autograde.kernels import forked
 from course_utils.autograde.kernels.policy import Sandbox
 from course_utils.autograde.kernels.pool import RESOURCE, KernelPool
 from course_utils.autograde.parallel.jobs import Job, Result, failure_reason
+from course_utils.autograde.submissions import linked_folder, refused_entries
 
 # Transient database errors after which grading the submission again is right.
 RETRY_ON = ("database is locked",)
@@ -139,7 +140,11 @@ def _prepare(pool: KernelPool | None, app: AutogradeApp, job: Job | None) -> Non
         return
     source = Path(app.coursedir.format_path(app.coursedir.source_directory, ".", job.lesson))
     notebook = source / f"{job.lesson}.ipynb"
-    if not notebook.exists():
+    submission = app.coursedir.format_path(app.coursedir.submitted_directory, job.student,
+                                           job.lesson)
+    # A submission holding links or devices gets its kernel once nbgrader's hook removed them.
+    if not notebook.exists() or linked_folder(submission, Path(submission).parents[1]) \
+            or refused_entries(submission):
         return
     kernel_name = nbformat.read(notebook, as_version=4).metadata.get(
         "kernelspec", {}).get("name", "python")

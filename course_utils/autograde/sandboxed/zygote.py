@@ -52,7 +52,9 @@ KERNEL_ONLY = ("matplotlib.pyplot", "matplotlib_inline", "tqdm.auto", "tqdm.auto
                "ipywidgets")
 _NAMESPACES = (ns.CLONE_NEWUSER | ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NEWNET
                | ns.CLONE_NEWIPC | ns.CLONE_NEWUTS)
-_LIMITS = {"memory": resource.RLIMIT_AS, "processes": resource.RLIMIT_NPROC,
+# Memory is bounded by RLIMIT_DATA (writable private memory), not RLIMIT_AS: CUDA reserves far
+# more address space than it uses, inaccessible, which RLIMIT_DATA does not count.
+_LIMITS = {"memory": resource.RLIMIT_DATA, "processes": resource.RLIMIT_NPROC,
            "file_size": resource.RLIMIT_FSIZE, "cpu": resource.RLIMIT_CPU}
 _PRIVATE_MOUNTS = ("/tmp", "/dev/shm")
 
