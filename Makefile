@@ -55,3 +55,4 @@ notebooks: setup
 benchmark: setup
 	$(PY) benchmarks/bench_mnist_epoch.py
 	$(PY) benchmarks/bench_graders.py
+	$(PY) benchmarks/bench_doctor.py

@@ -13,6 +13,7 @@ from course_utils.graders import exercises as exercise_modules
 from course_utils.graders.declare import Exercise, registry
 from course_utils.graders.judge import Judge, Stop
 from course_utils.graders.report import Report
+from course_utils.graders.recording import grading
 from course_utils.graders.sandbox import preserved_global_state
 
 
@@ -56,7 +57,7 @@ def grade(name: str, student: Any, *, data: str = "toy", timeout: float | None =
         raise ValueError(f"data must be 'toy' or 'mnist', not {data!r}")
     exercise = known[name]
     judge = Judge(exercise, timeout if timeout is not None else exercise.timeout, seed, data)
-    with preserved_global_state(), warnings.catch_warnings():
+    with grading(), preserved_global_state(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(seed)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -12,6 +13,86 @@ from torch.func import functional_call
 
 Params = dict[str, torch.Tensor]
 Grads = dict[str, "torch.Tensor | None"]
+
+
+def forward_state(module: nn.Module) -> dict[str, bool]:
+    """The mode of a module about to run its forward pass, and whether autograd records it.
+
+    Example:
+        >>> forward_state(nn.Linear(1, 1).eval())
+        {'training': False, 'grad_enabled': True}
+    """
+    return {"training": module.training, "grad_enabled": torch.is_grad_enabled()}
+
+
+def step_gradients(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> Grads:
+    """A copy of the ``.grad`` of every parameter ``optimizer`` updates, by name (``names``)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return {names.get(id(p), str(id(p))): None if p.grad is None else p.grad.detach().clone()
+                for group in optimizer.param_groups for p in group["params"]}
+
+
+StepPreHook = Callable[[torch.optim.Optimizer, tuple[Any, ...], dict[str, Any]],
+                       "tuple[tuple[Any, ...], dict[str, Any]] | None"]
+
+
+def step_hook(on_step: Callable[[torch.optim.Optimizer], None]) -> StepPreHook:
+    """An optimizer step pre-hook that calls ``on_step(optimizer)`` once the gradients the step
+    applies are in ``.grad``: at once, or for ``step(closure)`` when the closure first returns.
+
+    With a closure (as LBFGS requires) the gradients are computed inside ``step()``, so they
+    are seen when the closure first returns: those are the gradients the step applies.
+
+    Example:
+        >>> seen = []
+        >>> w = nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.SGD([w], lr=0.1)
+        >>> handle = opt.register_step_pre_hook(step_hook(lambda o: seen.append(w.grad.sum())))
+        >>> opt.step(lambda: (opt.zero_grad(), (w * 3).sum().backward())[1]); seen
+        [tensor(6.)]
+    """
+    def pre_hook(optimizer: torch.optim.Optimizer, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        # ``args`` starts with the optimizer itself; a closure may follow it or be a keyword.
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if closure is None:
+            on_step(optimizer)
+            return None
+        seen = False
+
+        def closure_seen() -> Any:
+            nonlocal seen
+            loss = closure()
+            if not seen:
+                seen = True
+                on_step(optimizer)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_seen}
+        return (args[0], closure_seen, *args[2:]), kwargs
+
+    return pre_hook
+
+
+_grading = 0
+
+
+@contextlib.contextmanager
+def grading() -> Iterator[None]:
+    """Marks a grader at work, so that tools watching every loop (the doctor) look away."""
+    global _grading
+    _grading += 1
+    try:
+        yield
+    finally:
+        _grading -= 1
+
+
+def grading_now() -> bool:
+    """True while a grader runs a student's code."""
+    return _grading > 0
+
 
 
 @dataclass
@@ -155,7 +236,7 @@ class Recorder:
 
     def watch(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         """Makes ``optimizer`` record the gradients present whenever its ``step()`` runs."""
-        optimizer.register_step_pre_hook(self._step)
+        optimizer.register_step_pre_hook(step_hook(self._log_step))
         return optimizer
 
     def loader(self, source: Any, name: str, keep_batches: bool | None = None,
@@ -170,42 +251,13 @@ class Recorder:
                                self.keep_tensors if keep_batches is None else keep_batches)
 
     def _forward(self, module: nn.Module) -> None:
-        self.log(Event("forward", training=module.training, grad_enabled=torch.is_grad_enabled()))
-
-    def _step(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        """Records the step, or, for ``step(closure)``, the gradients its closure computes.
-
-        With a closure (as LBFGS requires) the gradients are computed inside ``step()``, so the
-        step is recorded when the closure first returns: those are the gradients it applies.
-        """
-        # ``args`` starts with the optimizer itself; a closure may follow it or be a keyword.
-        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
-        if closure is None:
-            self._log_step(optimizer)
-            return None
-        recorded = False
-
-        def closure_recorded() -> Any:
-            nonlocal recorded
-            loss = closure()
-            if not recorded:
-                recorded = True
-                self._log_step(optimizer)
-            return loss
-
-        if "closure" in kwargs:
-            return args, {**kwargs, "closure": closure_recorded}
-        return (args[0], closure_recorded, *args[2:]), kwargs
+        self.log(Event("forward", **forward_state(module)))
 
     def _log_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = None
         if self.keep_tensors or self.keep_next_step:
             self.keep_next_step = self.keep_tensors
-            with torch.inference_mode(False), torch.no_grad():
-                grads = {self._names.get(id(p), str(id(p))):
-                         None if p.grad is None else p.grad.detach().clone()
-                         for group in optimizer.param_groups for p in group["params"]}
+            grads = step_gradients(optimizer, self._names)
         self.log(Event("step", grads=grads))
 
     # ------------------------------------------------------------------ reading the log
