@@ -40,8 +40,9 @@ def group_of(item: pytest.Item) -> str:
     return path if wide else item.nodeid
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Marked in every run: xdist reads the marks in its worker processes (whose own "dist"
-    # option is "no"), and a run without --dist loadgroup ignores them.
+    # Marked in every run, before xdist's worker reads the marks into the tests' ids (its own
+    # hook, which runs first otherwise); a run without --dist loadgroup ignores them.
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group_of(item)))
