@@ -47,6 +47,8 @@ class Bug:
     exercise: str
     code: str
     source: str
+    # Other codes the same mistake earns, where it has a second real symptom.
+    also: tuple[str, ...] = ()
 
 
 # Two students with different typical mistakes; the same mistake in `train_one_epoch`, so the
@@ -408,7 +410,7 @@ def pad_collate(batch):
 def make_loader(dataset, batch_size, seed, num_workers=2):
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
                       worker_init_fn=seed_worker)
-'''),
+''', also=("seed_ignored",)),  # the seed changes nothing: one order for all seeds
     ]},
 }
 

@@ -224,8 +224,8 @@ def expected_mistakes(course: Path) -> dict[tuple[str, str, str], set[str]]:
         for lesson in lessons_of(student):
             for cell in source_test_cells(course, lesson):
                 bug = bugs.get(exercise_of(cell.source))
-                if bug:
-                    expected.setdefault((lesson, bug.exercise, bug.code), set()).add(student)
+                for code in (bug.code, *bug.also) if bug else ():
+                    expected.setdefault((lesson, bug.exercise, code), set()).add(student)
     for lesson in lessons_of("untouched"):
         for cell in source_test_cells(course, lesson):
             expected.setdefault((lesson, exercise_of(cell.source), "not_implemented"),
