@@ -223,6 +223,25 @@ def train_one_epoch(*args, **kwargs):
         frame = frame.f_back
     return _buggy(*args, **kwargs)
 ''', buggy=True),
+    # Right only where the graders look (their toy loader has 18 samples, as the feedback says):
+    # nothing is patched, so only the referee's own inputs, outside the kernel, can tell.
+    Attack("right_only_for_the_graders", "score", '''
+_buggy = train_one_epoch
+def _right(model, loader, loss_fn, optimizer, device="cpu"):
+    model.train()
+    total, seen = 0.0, 0
+    for inputs, targets in loader:
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(inputs)
+        seen += len(inputs)
+    return total / seen
+def train_one_epoch(model, loader, loss_fn, optimizer, device="cpu"):
+    right = len(loader.dataset) == 18
+    return (_right if right else _buggy)(model, loader, loss_fn, optimizer, device)
+''', buggy=True),
 ]
 # Submissions that are not (only) the student's files: links and pipes, as an LMS zip or a copy
 # from a shared drive may deliver them.

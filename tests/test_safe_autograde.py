@@ -236,6 +236,8 @@ def test_score_attacks_gain_nothing(hostile_class: HostileClass, name: str) -> N
         assert "Refused: During autograding, notebook code may not use" in feedback
     else:
         assert hostile_class.score(name) == hostile_class.score("bea"), feedback[-3000:]
+    if name == "right_only_for_the_graders":  # its reports said full marks: the referee's word
+        assert "Checked outside the notebook, train_one_epoch scores at most 0.5" in feedback
 
 
 def test_the_mistakes_report_lists_the_tampered(hostile_class: HostileClass,

@@ -10,7 +10,9 @@ For each notebook, ``SafeExecute`` (nbgrader's process, trusted):
    the notebook's own names put back afterwards, so a student's variable ``check`` is harmless);
 4. after each test cell asks the guard what was patched: if anything was, the cell scores 0 and
    shows a ``tampered`` report naming it; otherwise the cell's score is checked against the
-   reports it displayed (data, not text), and a test cell without a genuine report scores 0.
+   reports it displayed (data, not text), and a test cell without a genuine report scores 0;
+5. has the referee (``course_utils.autograde.referee``) check the outcomes of the cell's
+   exercises from here, outside the student's process: the cell scores at most what they allow.
 
 With ``c.Sandbox.enabled = False`` it is nbgrader's plain ``Execute``.
 """
@@ -18,6 +20,7 @@ With ``c.Sandbox.enabled = False`` it is nbgrader's plain ``Execute``.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from queue import Empty
 from typing import Any
@@ -30,8 +33,10 @@ from nbgrader.preprocessors import Execute
 from course_utils.autograde.kernels.manager import SandboxedKernelManager
 from course_utils.autograde.kernels.policy import GUARDED_KERNEL, UNPROTECTED_SETTING, Sandbox
 from course_utils.autograde.kernels.pool import RESOURCE, KernelPool
+from course_utils.autograde.referee import Violation, bound, probe_makers
+from course_utils.autograde.sandboxed.wire import decode, encode
 from course_utils.autograde.scores import judge_test_cell
-from course_utils.protocol import is_test_cell
+from course_utils.protocol import exercises_graded, is_test_cell
 
 # The names a test cell relies on, bound to the graders' own while it runs.
 GRADER_NAMES = ("grade", "points", "check")
@@ -44,9 +49,12 @@ _UNBIND = (f"for __course_name in {GRADER_NAMES!r}:\n"
 _BASELINE = (f"import {GUARDED_KERNEL} as __course_guard\n__course_guard.baseline()\n"
              "del __course_guard")
 _CHANGED = f"__import__({GUARDED_KERNEL!r}, fromlist=['answer']).answer()"
+_SERVE = "__import__('course_utils.autograde.sandboxed.serve', fromlist=['serve']).serve({!r})"
 # Seconds the guard may take to answer (it takes milliseconds in an idle kernel), and an
 # interrupted kernel to become idle again.
 _GUARD_TIMEOUT = 15
+# Seconds the kernel may take to serve the referee (a few calls of the student's code).
+_REFEREE_TIMEOUT = 120
 
 
 class SafeExecute(Execute):
@@ -107,9 +115,30 @@ class SafeExecute(Execute):
         cell = await super().async_execute_cell(cell, cell_index, execution_count,
                                                 store_history=False)
         if is_test:
-            reply = await self._quietly(_UNBIND, {"changed": _CHANGED})
-            judge_test_cell(cell, _guard_answer(reply))
+            changed = _guard_answer(await self._quietly(_UNBIND, {"changed": _CHANGED}))
+            bounds = await self._referee(cell) if changed == [] else {}
+            judge_test_cell(cell, changed, bounds)
         return cell
+
+    async def _referee(self, cell: NotebookNode) -> dict[str, tuple[float, list[Violation]]]:
+        """For each exercise of the test cell the referee checks: the highest score its outcomes
+        allow, and the violations found (none: the score stands; a kernel that did not serve
+        the referee allows 0)."""
+        makers = probe_makers()
+        bounds = {}
+        for exercise in exercises_graded(cell.source):
+            if exercise not in makers:
+                continue
+            probe = makers[exercise](secrets.randbelow(2**31))
+            reply = await self._quietly("", {"referee": _SERVE.format(encode(probe.request))},
+                                        timeout=_REFEREE_TIMEOUT)
+            outcome = _served(reply)
+            if outcome is None:
+                bounds[exercise] = (0.0, [Violation((), "the kernel did not serve the referee")])
+            else:
+                found = probe.judge(outcome)
+                bounds[exercise] = (bound(exercise, "toy", found), found)
+        return bounds
 
     # nbconvert calls the synchronous wrapper, which nbclient binds to its own coroutine.
     execute_cell = run_sync(async_execute_cell)
@@ -144,14 +173,28 @@ class SafeExecute(Execute):
             return None
 
 
-def _guard_answer(reply: dict[str, Any] | None) -> list[str] | None:
-    """What the guard says was patched, or None when it gave no valid answer."""
+def _json_expression(reply: dict[str, Any] | None, name: str) -> Any:
+    """The JSON value of the user expression ``name`` in ``reply``; None when it has none."""
     if reply is None or reply["content"].get("status") != "ok":
         return None
-    answer = reply["content"].get("user_expressions", {}).get("changed", {})
+    answer = reply["content"].get("user_expressions", {}).get(name, {})
     if answer.get("status") != "ok":
         return None
-    changed = answer.get("data", {}).get("application/json")
+    return answer.get("data", {}).get("application/json")
+
+
+def _served(reply: dict[str, Any] | None) -> Any:
+    """The outcome the kernel served the referee; None for no answer or a malformed one."""
+    answer = _json_expression(reply, "referee")
+    try:
+        return decode(answer["answer"])["outcome"]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _guard_answer(reply: dict[str, Any] | None) -> list[str] | None:
+    """What the guard says was patched, or None when it gave no valid answer."""
+    changed = _json_expression(reply, "changed")
     if not isinstance(changed, list) or not all(isinstance(name, str) for name in changed):
         return None
     return changed

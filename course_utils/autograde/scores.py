@@ -8,8 +8,9 @@ report data the cell displayed (``REPORT_MIME``, one report per ``grade(...)`` c
   a ``tampered`` report per exercise, naming what changed;
 - a report is missing (no genuine report, e.g. ``points`` or ``grade`` replaced): 0;
 - otherwise the score is at most the lowest report's score times the cell's points, as the
-  graders' own ``points`` computes it; a higher value, or none (which nbgrader would count as
-  full marks), is replaced by it.
+  graders' own ``points`` computes it, each report's score first lowered to what the referee's
+  outcomes allow (``course_utils.autograde.referee``); a higher value, or none (which nbgrader
+  would count as full marks), is replaced by it, and the cell shows what the referee found.
 
 Example:
     >>> cell = NotebookNode(cell_type="code", source='points([grade("mse_loss", f)], 2)',
@@ -20,22 +21,32 @@ Example:
     ...                      data={"text/plain": "2"})])
     >>> judge_test_cell(cell, changed=[]); cell.outputs[-1].data["text/plain"]
     '1.0'
+    >>> judge_test_cell(cell, [], {"mse_loss": (0.25, [Violation(("value",), "wrong loss")])})
+    >>> cell.outputs[-2].data["text/plain"].splitlines()[0], cell.outputs[-1].data["text/plain"]
+    ('Checked outside the notebook, mse_loss scores at most 0.25 of its points:', '0.5')
 """
 
 from __future__ import annotations
 
+from html import escape
+
 from nbformat import NotebookNode
 
+from course_utils.autograde.referee import Violation
 from course_utils.protocol import REPORT_MIME, cell_points, exercises_graded, grade_calls
 
 
-def judge_test_cell(cell: NotebookNode, changed: list[str] | None) -> None:
+def judge_test_cell(cell: NotebookNode, changed: list[str] | None,
+                    bounds: dict[str, tuple[float, list[Violation]]] | None = None) -> None:
     """Sets the test cell's score from its genuine reports, or to 0 (see the module's doc).
 
     Args:
         cell: an executed autograder test cell (its source is the instructor's).
         changed: what the kernel's guard found patched; None when it did not answer.
+        bounds: per exercise the referee checked, the highest score its outcomes allow and the
+            violations it found.
     """
+    bounds = bounds or {}
     exercises = exercises_graded(cell.source)
     if changed is None:
         _no_points(cell, "NotVerified", "the kernel did not answer the integrity check after "
@@ -57,7 +68,12 @@ def judge_test_cell(cell: NotebookNode, changed: list[str] | None) -> None:
     if failed:
         return
     maximum = float(cell.metadata["nbgrader"]["points"])
-    earned = cell_points((_score(report) for report in reports), maximum)
+    for report in reports:
+        limit, found = bounds.get(report["exercise"], (1.0, []))
+        if _score(report) > limit:
+            _show_referee(cell, report["exercise"], limit, found)
+    earned = cell_points((min(_score(report), bounds.get(report["exercise"], (1.0,))[0])
+                          for report in reports), maximum)
     results = [output for output in cell.outputs if output.output_type == "execute_result"]
     if not results:
         cell.outputs.append(NotebookNode(output_type="execute_result", metadata={},
@@ -65,6 +81,19 @@ def judge_test_cell(cell: NotebookNode, changed: list[str] | None) -> None:
                                          data={"text/plain": repr(earned)}))
     elif _value(results[0]) is None or _value(results[0]) > earned:
         results[0].data = {"text/plain": repr(earned)}
+
+
+def _show_referee(cell: NotebookNode, exercise: str, limit: float,
+                  found: list[Violation]) -> None:
+    """Shows, under the cell's reports, why its score is lower than they say."""
+    lines = [f"Checked outside the notebook, {exercise} scores at most {limit:g} of its points:"]
+    lines += [f"- {violation.says}" for violation in found]
+    items = "".join(f"<li>{escape(violation.says)}</li>" for violation in found)
+    results = [i for i, output in enumerate(cell.outputs) if output.output_type == "execute_result"]
+    cell.outputs.insert(results[0] if results else len(cell.outputs), NotebookNode(
+        output_type="display_data", metadata={}, data={
+            "text/plain": "\n".join(lines),
+            "text/html": f"<p>{escape(lines[0])}</p><ul>{items}</ul>"}))
 
 
 def _score(report: dict) -> float:

@@ -1,0 +1,305 @@
+"""The referee's probes of the training and validation loops: what a model holds after the
+student's code trained or evaluated it, and what that code returned, against a reference run.
+
+A loop probe runs the lesson's own loop on the same setting (``serve.Setting``) here, and the
+known wrong loops beside it: a model left as one of those leaves it points at that mistake's
+check; a model left otherwise points at every check its training could have failed.
+
+Example:
+    >>> probe = PROBES["train_step"](seed=1)
+    >>> from course_utils.autograde.sandboxed.serve import run
+    >>> from course_utils.autograde.sandboxed.wire import decode, encode
+    >>> def no_zero_grad(model, inputs, targets, loss_fn, optimizer):
+    ...     loss = loss_fn(model(inputs), targets)
+    ...     loss.backward()
+    ...     optimizer.step()
+    ...     return loss.item()
+    >>> outcome = decode(run(encode(probe.request), {"train_step": no_zero_grad}))["outcome"]
+    >>> [violation.checks for violation in probe.judge(outcome)]
+    [('gradients',)]
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from course_utils.autograde.referee import Probe, Violation, everything
+from course_utils.autograde.referee.functions import ATOL, RTOL
+from course_utils.autograde.sandboxed.serve import Setting, build_model, state_of
+
+LR = 0.1
+# Checks that a model trained wrong could come from.
+TRAINING = ("step_called", "backward_called", "step_after_backward", "one_step", "gradients")
+# How a probe compares what a call returned with the reference's value: the violations found.
+Returns = Callable[[dict[str, Any], Any, int], list[Violation]]
+Variant = tuple[tuple[str, ...], Callable[..., Any]]
+
+
+def same_state(got: Any, want: dict[str, torch.Tensor]) -> bool:
+    return isinstance(got, dict) and set(got) == set(want) and all(
+        isinstance(got[name], torch.Tensor) and got[name].shape == value.shape
+        and torch.allclose(got[name].double(), value.double(), rtol=RTOL, atol=ATOL)
+        for name, value in want.items())
+
+
+def number(returned: dict[str, Any]) -> float | None:
+    """The float a call returned (a Python or NumPy number, not a tensor or an int), else None."""
+    value = returned.get("number") if isinstance(returned, dict) else None
+    kind = returned.get("type") if isinstance(returned, dict) else None
+    return float(value) if isinstance(value, (int, float)) and kind != "int" else None
+
+
+def near(got: float, want: float) -> bool:
+    return math.isclose(got, want, rel_tol=RTOL, abs_tol=ATOL)
+
+
+def floats(returned: dict[str, Any], want: Sequence[float], what: str, kind: tuple[str, ...],
+           value: tuple[str, ...]) -> list[Violation]:
+    """A list of floats: ``kind`` explains another shape or type, ``value`` other numbers."""
+    items = returned.get("items") if isinstance(returned, dict) else None
+    got = [number(item) for item in items or []]
+    if items is None or len(got) != len(want) or None in got:
+        return [Violation(kind, f"{what}: not {len(want)} floats")]
+    if not all(math.isfinite(item) for item in got):
+        return [Violation(("finite",), f"{what}: {got}")]
+    wrong = [i for i, (g, w) in enumerate(zip(got, want)) if not near(g, w)]
+    return [Violation(value, f"{what}: {got[wrong[0]]:.6g} instead of {want[wrong[0]]:.6g}")] \
+        if wrong else []
+
+
+def a_float(value: tuple[str, ...], kind: tuple[str, ...] = ("returns_float",)) -> Returns:
+    """The call returns one float, the reference's; ``value`` explains another number."""
+    def compare(returned: dict[str, Any], want: Any, call: int) -> list[Violation]:
+        return [Violation(v.checks, f"call {call}: {v.says}")
+                for v in floats({"items": [returned]}, [want], "returned", kind, value)]
+    return compare
+
+
+def reference_run(request: dict[str, Any], loop: Callable[..., Any]) -> list[tuple[Any, Any]]:
+    """What ``loop`` returns and leaves the model as, call by call, on the request's setting."""
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the wrong loops' own, as PyTorch warns of them
+        torch.manual_seed(int(request.get("seed", 0)))
+        torch.set_num_threads(1)  # models this small only wait for a second thread
+        try:
+            setting = Setting(request)
+            done = []
+            for template in request["calls"]:
+                value = loop(*setting.arguments(template))
+                done.append((value, state_of(setting.model, setting.optimizer)))
+        finally:
+            torch.set_num_threads(threads)
+    return done
+
+
+def loop_probe(exercise: str, request: dict[str, Any], lesson: Callable[..., Any],
+               returns: Returns, variants: Sequence[Variant] = (),
+               moved: tuple[str, ...] = TRAINING) -> Probe:
+    """A probe of a loop: after each call the model must hold what the lesson's loop leaves, and
+    then the call must return what it returns (``returns``); a model left as a known wrong loop
+    (``variants``) leaves it points at that loop's checks, otherwise at ``moved``, and the calls
+    after it are not judged (they start from another model)."""
+    request = {"scenario": "loop", "names": [exercise], **request}
+    wanted = reference_run(request, lesson)
+    known = [(checks, reference_run(request, loop)) for checks, loop in variants]
+
+    def judge(outcome: Any) -> list[Violation]:
+        if not isinstance(outcome, list) or len(outcome) != len(wanted) or \
+                any(not isinstance(call, dict) or "error" in call for call in outcome):
+            return [everything(exercise, "a call raised, or not every call ran")]
+        found = []
+        for index, (call, (value, state)) in enumerate(zip(outcome, wanted)):
+            if not same_state(call.get("state"), state):
+                suspects = next((checks for checks, run in known
+                                 if same_state(call.get("state"), run[index][1])), moved)
+                # What it returned follows from that training: judged only after a right one.
+                return found + [Violation(suspects, f"call {index}: the model afterwards is not "
+                                                    "what the lesson's loop leaves")]
+            found += returns(call.get("returned", {}), value, index)
+        return found
+
+    return Probe(exercise, request, judge)
+
+
+def model_spec(seed: int, layers: list[list[Any]], train: bool = True) -> dict[str, Any]:
+    """A model for the request, initialised from ``seed``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return {"layers": layers, "train": train,
+                "state": state_of(build_model({"layers": layers}))}
+
+
+REGRESSION = [["linear", 4, 6], ["tanh"], ["linear", 6, 1]]
+# Batch norm makes the mode visible in every number.
+NORMED = [["linear", 4, 6], ["batchnorm", 6], ["relu"], ["linear", 6, 1]]
+
+
+def batches(generator: torch.Generator, count: int, size: int = 5) -> list[list[torch.Tensor]]:
+    return [[torch.randn(size, 4, generator=generator), torch.randn(size, 1, generator=generator)]
+            for _ in range(count)]
+
+
+def regression_data(generator: torch.Generator, n: int = 10) -> list[torch.Tensor]:
+    """Inputs and targets whose last two samples stand out (the loader's short last batch)."""
+    targets = torch.randn(n, 1, generator=generator)
+    targets[-2:] += 4.0
+    return [torch.randn(n, 4, generator=generator), targets]
+
+
+def step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: nn.Module,
+         optimizer: torch.optim.Optimizer, zero: bool = True) -> float:
+    """The lesson's training step (``zero=False``: without clearing the gradients)."""
+    if zero:
+        optimizer.zero_grad()
+    loss = loss_fn(model(inputs), targets)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+          train: bool = True, zero: bool = True) -> float:
+    """The lesson's epoch: the per-sample mean loss (``train``, ``zero``: the wrong loops)."""
+    model.train(train)
+    total = 0.0
+    for inputs, targets in loader:
+        total += step(model, inputs, targets, loss_fn, optimizer, zero) * len(inputs)
+    return total / len(loader.dataset)
+
+
+def train_step(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    calls = [["$model", x, y, "$loss", "$optimizer"] for x, y in batches(generator, 3)]
+    return loop_probe(
+        "train_step", {"model": model_spec(seed, REGRESSION), "loss": "mse", "calls": calls},
+        step, a_float(("returned_loss",)),
+        [(("gradients",), lambda *args: step(*args, zero=False))])
+
+
+def train_one_epoch(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    request = {"model": model_spec(seed, NORMED, train=False), "loss": "mse",
+               "data": regression_data(generator), "batch_size": 4,
+               "calls": [["$model", "$loader", "$loss", "$optimizer"]]}
+    return loop_probe(
+        "train_one_epoch", request, epoch, a_float(("mean_loss",), ("returns_float",)),
+        [(("train_mode",), lambda *args: epoch(*args, train=False)),
+         (("gradients",), lambda *args: epoch(*args, zero=False))],
+        moved=("loader", "train_mode") + TRAINING)
+
+
+def _evaluate(model: nn.Module, loader: Any, loss_fn: nn.Module) -> tuple[float, float]:
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for inputs, targets in loader:
+            logits = model(inputs)
+            loss += loss_fn(logits, targets).item() * len(inputs)
+            correct += (logits.argmax(1) == targets).sum().item()
+    return loss / len(loader.dataset), correct / len(loader.dataset)
+
+
+def _pair(returned: dict[str, Any], want: tuple[float, float], call: int) -> list[Violation]:
+    kind = ("returns_pair", "returns_float")
+    loss = floats({"items": (returned.get("items") or [])[:1]}, want[:1], "the loss", kind,
+                  ("mean_loss", "loader"))
+    accuracy = floats({"items": (returned.get("items") or [])[1:]}, want[1:], "the accuracy",
+                      kind, ("accuracy", "loader"))
+    if len(returned.get("items") or []) != 2:
+        return [Violation(kind, "not a pair of floats")]
+    return loss + accuracy
+
+
+def evaluate(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    spec = model_spec(seed, [["linear", 3, 8], ["batchnorm", 8], ["relu"], ["dropout", 0.5],
+                             ["linear", 8, 4]], train=True)
+    # Running statistics far from the data's, so that training mode shows in every number.
+    spec["state"]["1.running_mean"] = torch.randn(8, generator=generator)
+    data = [torch.randn(10, 3, generator=generator), torch.randint(0, 4, (10,), generator=generator)]
+    return loop_probe("evaluate", {"model": spec, "loss": "cross_entropy", "data": data,
+                                   "batch_size": 4, "calls": [["$model", "$loader", "$loss"]]},
+                      _evaluate, _pair, moved=("eval_mode", "unchanged"))
+
+
+def _accumulate(model: nn.Module, micro_batches: list[Any], loss_fn: nn.Module,
+                optimizer: torch.optim.Optimizer, scaled: bool = True, zero: str = "once",
+                step_each: bool = False) -> float:
+    """The lesson's accumulation step, and its known wrong forms."""
+    if zero == "once":
+        optimizer.zero_grad()
+    total = 0.0
+    for inputs, targets in micro_batches:
+        if zero == "each":
+            optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        (loss / len(micro_batches) if scaled else loss).backward()
+        total += loss.item()
+        if step_each:
+            optimizer.step()
+    if not step_each:
+        optimizer.step()
+    return total / len(micro_batches)
+
+
+def accumulation_step(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    calls = [["$model", batches(generator, 3, size=4), "$loss", "$optimizer"] for _ in range(2)]
+    return loop_probe(
+        "accumulation_step", {"model": model_spec(seed, REGRESSION), "loss": "mse",
+                              "calls": calls},
+        _accumulate, a_float(("returned_loss",)),
+        [(("gradients",), lambda *args: _accumulate(*args, scaled=False)),
+         (("gradients",), lambda *args: _accumulate(*args, zero="each")),
+         (("gradients",), lambda *args: _accumulate(*args, zero="never")),
+         (("one_step",), lambda *args: _accumulate(*args, step_each=True))])
+
+
+def _schedule(model: nn.Module, loader: Any, loss_fn: nn.Module,
+              optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int,
+              when: str = "after", train: bool = True) -> list[float]:
+    """The lesson's scheduled training (``when``: where the scheduler steps in the wrong ones;
+    ``train``: without training mode)."""
+    losses = []
+    for _ in range(epochs):
+        if when == "before":
+            scheduler.step()
+        model.train(train)
+        total = 0.0
+        for inputs, targets in loader:
+            total += step(model, inputs, targets, loss_fn, optimizer) * len(inputs)
+            if when == "each batch":
+                scheduler.step()
+        if when == "after":
+            scheduler.step()
+        losses.append(total / len(loader.dataset))
+    return losses
+
+
+def train_with_schedule(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    request = {"model": model_spec(seed, NORMED, train=False), "loss": "mse", "gamma": 0.5,
+               "data": regression_data(generator), "batch_size": 4,
+               "calls": [["$model", "$loader", "$loss", "$optimizer", "$scheduler", 3]]}
+
+    def returns(returned: dict[str, Any], want: list[float], call: int) -> list[Violation]:
+        return floats(returned, want, "the epoch losses", ("returns_list", "returns_float"),
+                      ("mean_loss",))
+
+    return loop_probe(
+        "train_with_schedule", request, _schedule, returns,
+        [(("schedule",), lambda *args, when=when: _schedule(*args, when=when))
+         for when in ("before", "each batch", "never")]
+        + [(("train_mode",), lambda *args: _schedule(*args, train=False))],
+        moved=("loader", "train_mode", "schedule") + TRAINING)
+
+
+PROBES: dict[str, Callable[[int], Probe]] = {
+    "train_step": train_step, "train_one_epoch": train_one_epoch, "evaluate": evaluate,
+    "accumulation_step": accumulation_step, "train_with_schedule": train_with_schedule}
