@@ -23,7 +23,9 @@ REFEREED = [entry for entry in all_submissions()
 
 def violations(entry: Entry, seed: int) -> list[Violation]:
     probe = PROBES[entry.exercise](seed)
-    answer = decode(run(encode(probe.request), {probe.request["names"][0]: entry.student}))
+    names = probe.request["names"]
+    students = entry.student if len(names) > 1 else [entry.student]
+    answer = decode(run(encode(probe.request), dict(zip(names, students))))
     assert "outcome" in answer, answer
     return probe.judge(answer["outcome"])
 

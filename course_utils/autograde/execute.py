@@ -132,8 +132,9 @@ class SafeExecute(Execute):
             probe = makers[exercise](secrets.randbelow(2**31))
             reply = await self._quietly("", {"referee": _SERVE.format(encode(probe.request))},
                                         timeout=_REFEREE_TIMEOUT)
-            outcome = _served(reply)
+            outcome, why = _served(reply)
             if outcome is None:
+                self.log.warning("The kernel did not serve the referee for %s: %s", exercise, why)
                 bounds[exercise] = (0.0, [Violation((), "the kernel did not serve the referee")])
             else:
                 found = probe.judge(outcome)
@@ -183,13 +184,16 @@ def _json_expression(reply: dict[str, Any] | None, name: str) -> Any:
     return answer.get("data", {}).get("application/json")
 
 
-def _served(reply: dict[str, Any] | None) -> Any:
-    """The outcome the kernel served the referee; None for no answer or a malformed one."""
+def _served(reply: dict[str, Any] | None) -> tuple[Any, str]:
+    """The outcome the kernel served the referee, or None and why there is none."""
+    if reply is None:
+        return None, "no reply in time"
     answer = _json_expression(reply, "referee")
     try:
-        return decode(answer["answer"])["outcome"]
+        served = decode(answer["answer"])
+        return served["outcome"], ""
     except (KeyError, TypeError, ValueError):
-        return None
+        return None, repr(answer if answer is not None else reply["content"])[:500]
 
 
 def _guard_answer(reply: dict[str, Any] | None) -> list[str] | None:

@@ -30,7 +30,7 @@ from torch import nn
 
 from course_utils.autograde.referee import Probe, Violation, everything
 from course_utils.autograde.referee.functions import ATOL, RTOL
-from course_utils.autograde.sandboxed.serve import Setting, build_model, state_of
+from course_utils.autograde.sandboxed.serve import Setting, build_model, state_of, train_once
 
 LR = 0.1
 # Checks that a model trained wrong could come from.
@@ -38,12 +38,17 @@ TRAINING = ("step_called", "backward_called", "step_after_backward", "one_step",
 # How a probe compares what a call returned with the reference's value: the violations found.
 Returns = Callable[[dict[str, Any], Any, int], list[Violation]]
 Variant = tuple[tuple[str, ...], Callable[..., Any]]
+# Relative and absolute tolerances: float32's, and that of bfloat16, which CPU autocast uses.
+Tolerance = tuple[float, float]
+EXACT: Tolerance = (RTOL, ATOL)
+AUTOCAST: Tolerance = (2e-2, 1e-3)
 
 
-def same_state(got: Any, want: dict[str, torch.Tensor]) -> bool:
+def same_state(got: Any, want: dict[str, torch.Tensor], tolerance: Tolerance = EXACT) -> bool:
+    rtol, atol = tolerance
     return isinstance(got, dict) and set(got) == set(want) and all(
         isinstance(got[name], torch.Tensor) and got[name].shape == value.shape
-        and torch.allclose(got[name].double(), value.double(), rtol=RTOL, atol=ATOL)
+        and torch.allclose(got[name].double(), value.double(), rtol=rtol, atol=atol)
         for name, value in want.items())
 
 
@@ -54,34 +59,39 @@ def number(returned: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) and kind != "int" else None
 
 
-def near(got: float, want: float) -> bool:
-    return math.isclose(got, want, rel_tol=RTOL, abs_tol=ATOL)
+def near(got: float, want: float, tolerance: Tolerance = EXACT) -> bool:
+    """Equal within ``tolerance``; any non-finite number is near a non-finite reference."""
+    if not math.isfinite(want):
+        return not math.isfinite(got)
+    return math.isclose(got, want, rel_tol=tolerance[0], abs_tol=tolerance[1])
 
 
 def floats(returned: dict[str, Any], want: Sequence[float], what: str, kind: tuple[str, ...],
-           value: tuple[str, ...]) -> list[Violation]:
+           value: tuple[str, ...], tolerance: Tolerance = EXACT) -> list[Violation]:
     """A list of floats: ``kind`` explains another shape or type, ``value`` other numbers."""
     items = returned.get("items") if isinstance(returned, dict) else None
     got = [number(item) for item in items or []]
     if items is None or len(got) != len(want) or None in got:
         return [Violation(kind, f"{what}: not {len(want)} floats")]
-    if not all(math.isfinite(item) for item in got):
+    if any(not math.isfinite(g) and math.isfinite(w) for g, w in zip(got, want)):
         return [Violation(("finite",), f"{what}: {got}")]
-    wrong = [i for i, (g, w) in enumerate(zip(got, want)) if not near(g, w)]
+    wrong = [i for i, (g, w) in enumerate(zip(got, want)) if not near(g, w, tolerance)]
     return [Violation(value, f"{what}: {got[wrong[0]]:.6g} instead of {want[wrong[0]]:.6g}")] \
         if wrong else []
 
 
-def a_float(value: tuple[str, ...], kind: tuple[str, ...] = ("returns_float",)) -> Returns:
+def a_float(value: tuple[str, ...], kind: tuple[str, ...] = ("returns_float",),
+            tolerance: Tolerance = EXACT) -> Returns:
     """The call returns one float, the reference's; ``value`` explains another number."""
     def compare(returned: dict[str, Any], want: Any, call: int) -> list[Violation]:
-        return [Violation(v.checks, f"call {call}: {v.says}")
-                for v in floats({"items": [returned]}, [want], "returned", kind, value)]
+        return [Violation(v.checks, f"call {call}: {v.says}") for v in
+                floats({"items": [returned]}, [want], "returned", kind, value, tolerance)]
     return compare
 
 
 def reference_run(request: dict[str, Any], loop: Callable[..., Any]) -> list[tuple[Any, Any]]:
-    """What ``loop`` returns and leaves the model as, call by call, on the request's setting."""
+    """What ``loop`` returns and leaves the model as, call by call, on the request's setting, up
+    to a call PyTorch refuses."""
     threads = torch.get_num_threads()
     with torch.random.fork_rng(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the wrong loops' own, as PyTorch warns of them
@@ -91,8 +101,11 @@ def reference_run(request: dict[str, Any], loop: Callable[..., Any]) -> list[tup
             setting = Setting(request)
             done = []
             for template in request["calls"]:
-                value = loop(*setting.arguments(template))
-                done.append((value, state_of(setting.model, setting.optimizer)))
+                try:
+                    value = loop(*setting.arguments(template))
+                except RuntimeError:  # a wrong loop PyTorch stops (the lesson's never does)
+                    break
+                done.append((value, setting.state()))
         finally:
             torch.set_num_threads(threads)
     return done
@@ -100,7 +113,7 @@ def reference_run(request: dict[str, Any], loop: Callable[..., Any]) -> list[tup
 
 def loop_probe(exercise: str, request: dict[str, Any], lesson: Callable[..., Any],
                returns: Returns, variants: Sequence[Variant] = (),
-               moved: tuple[str, ...] = TRAINING) -> Probe:
+               moved: tuple[str, ...] = TRAINING, tolerance: Tolerance = EXACT) -> Probe:
     """A probe of a loop: after each call the model must hold what the lesson's loop leaves, and
     then the call must return what it returns (``returns``); a model left as a known wrong loop
     (``variants``) leaves it points at that loop's checks, otherwise at ``moved``, and the calls
@@ -115,9 +128,10 @@ def loop_probe(exercise: str, request: dict[str, Any], lesson: Callable[..., Any
             return [everything(exercise, "a call raised, or not every call ran")]
         found = []
         for index, (call, (value, state)) in enumerate(zip(outcome, wanted)):
-            if not same_state(call.get("state"), state):
-                suspects = next((checks for checks, run in known
-                                 if same_state(call.get("state"), run[index][1])), moved)
+            if not same_state(call.get("state"), state, tolerance):
+                suspects = next((checks for checks, run in known if index < len(run)
+                                 and same_state(call.get("state"), run[index][1], tolerance)),
+                                moved)
                 # What it returned follows from that training: judged only after a right one.
                 return found + [Violation(suspects, f"call {index}: the model afterwards is not "
                                                     "what the lesson's loop leaves")]
@@ -300,6 +314,144 @@ def train_with_schedule(seed: int) -> Probe:
         moved=("loader", "train_mode", "schedule") + TRAINING)
 
 
+def _clipped(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: nn.Module,
+             optimizer: torch.optim.Optimizer, max_norm: float, scaler: Any = None,
+             clip: str = "norm", unscale: bool = True, through_scaler: bool = True,
+             update: bool = True) -> float:
+    """The lesson's clipped step, and its known wrong forms (``clip``: "norm", "each"
+    parameter on its own, "none"; the scaler's ``unscale_``, ``step`` and ``update`` left out)."""
+    optimizer.zero_grad()
+    loss = loss_fn(model(inputs), targets)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        if unscale:
+            scaler.unscale_(optimizer)
+    if clip == "norm":
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    elif clip == "each":
+        for param in model.parameters():
+            nn.utils.clip_grad_norm_(param, max_norm)
+    if scaler is None or not through_scaler:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+    if scaler is not None and update:
+        scaler.update()
+    return loss.item()
+
+
+def clipped_step(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    spec = model_spec(seed, REGRESSION)
+    # Updates large enough to tell apart within autocast's tolerance.
+    plain = [["$model", x, y, "$loss", "$optimizer", max_norm]
+             for (x, y), max_norm in zip(batches(generator, 3), (0.5, 100.0, 0.3))]
+    scaled = [["$model", x, y, "$loss", "$optimizer", 0.5, "$scaler"]
+              for x, y in batches(generator, 3)]
+    scaled[1][1] = torch.full_like(scaled[1][1], math.inf)  # a batch the scaler must skip
+    variants: list[Variant] = [
+        (("gradients",), lambda *args: _clipped(*args, clip="none")),
+        (("gradients",), lambda *args: _clipped(*args, clip="each")),
+        (("gradients",), lambda *args: _clipped(*args, unscale=False)),
+        (("gradients",), lambda *args: _clipped(*args, clip="none", unscale=False)),
+        (("scaler", "skips_non_finite"), lambda *args: _clipped(*args, through_scaler=False)),
+        (("scaler",), lambda *args: _clipped(*args, update=False))]
+    probes = [loop_probe("clipped_step", {"model": spec, "loss": "mse", "calls": calls,
+                                          "sgd": {"lr": 1.0}},
+                         _clipped, a_float(("returned_loss",), tolerance=AUTOCAST), variants,
+                         moved=TRAINING + ("scaler", "skips_non_finite"), tolerance=AUTOCAST)
+              for calls in (plain, scaled)]
+
+    def judge(outcome: Any) -> list[Violation]:
+        if not isinstance(outcome, list) or len(outcome) != len(probes):
+            return [everything("clipped_step", "no outcome for each setting")]
+        return [violation for probe, part in zip(probes, outcome)
+                for violation in probe.judge(part)]
+
+    return Probe("clipped_step", {"scenario": "each", "names": ["clipped_step"],
+                                  "requests": [probe.request for probe in probes]}, judge)
+
+
+def checkpoint(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    request = {"scenario": "checkpoint", "names": ["save_checkpoint", "load_checkpoint"],
+               "model": model_spec(seed, REGRESSION), "fresh_model": model_spec(seed + 1, REGRESSION),
+               "sgd": {"lr": LR, "momentum": 0.9}, "loss": "mse", "epoch": 4,
+               "batches": batches(generator, 2)}
+    # The model trained without a break: one step, then another (momentum carried over).
+    with torch.random.fork_rng():
+        setting = Setting(request)
+        train_once(setting, *request["batches"][0])
+        after_one = setting.state()
+        train_once(setting, *request["batches"][1])
+        after_two = setting.state()
+
+    def judge(outcome: Any) -> list[Violation]:
+        if not isinstance(outcome, dict) or "error" in outcome.get("saved", {"error": 1}) \
+                or "error" in outcome.get("loaded", {"error": 1}):
+            return [everything("checkpoint", "saving or loading raised")]
+        found = []
+        returned = outcome["loaded"].get("returned", {})
+        if returned.get("type") != "int":
+            found.append(Violation(("returns_int",), "load_checkpoint returned no int"))
+        elif returned.get("number") != request["epoch"] + 1:
+            found.append(Violation(("epoch",), f"resumes at epoch {returned.get('number')}"))
+        if not same_state(outcome.get("state_loaded"), after_one):
+            found.append(Violation(("saves", "weights"), "the loaded model differs"))
+        elif not same_state(outcome.get("state_resumed"), after_two):
+            found.append(Violation(("optimizer_state", "resumes_identically"),
+                                   "training on from the checkpoint differs"))
+        return found
+
+    return Probe("checkpoint", request, judge)
+
+
+def _fit(model: nn.Module, train_loader: Any, val_loader: Any, loss_fn: nn.Module,
+         optimizer: torch.optim.Optimizer, epochs: int, validate_first: bool = False,
+         zero: bool = True) -> dict[str, list[float]]:
+    """The lesson's fit (``validate_first``, ``zero``: its known wrong forms)."""
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_acc": []}
+    for _ in range(epochs):
+        if validate_first:
+            val_loss, val_acc = _evaluate(model, val_loader, loss_fn)
+        history["train_loss"].append(epoch(model, train_loader, loss_fn, optimizer, zero=zero))
+        if not validate_first:
+            val_loss, val_acc = _evaluate(model, val_loader, loss_fn)
+        history["val_loss"].append(val_loss)
+        history["val_acc"].append(val_acc)
+    return history
+
+
+def fit(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    spec = model_spec(seed, [["linear", 3, 8], ["batchnorm", 8], ["relu"], ["linear", 8, 4]],
+                      train=False)
+
+    def points(n: int) -> list[torch.Tensor]:
+        return [torch.randn(n, 3, generator=generator), torch.randint(0, 4, (n,), generator=generator)]
+
+    request = {"model": spec, "loss": "cross_entropy", "data": points(10), "val_data": points(6),
+               "batch_size": 4, "calls": [["$model", "$loader", "$val_loader", "$loss",
+                                           "$optimizer", 2]]}
+
+    def returns(returned: dict[str, Any], want: dict[str, list[float]],
+                call: int) -> list[Violation]:
+        keys = returned.get("keys") if isinstance(returned, dict) else None
+        if not isinstance(keys, dict) or not set(want) <= set(keys):
+            return [Violation(("returns_dict", "history_shape"), "no history of the three keys")]
+        return [violation for key in want for violation in floats(
+            keys[key], want[key], key, ("history_shape", "returns_float"), (key,))]
+
+    return loop_probe(
+        "fit", request, _fit, returns,
+        [(("epoch_order",), lambda *args: _fit(*args, validate_first=True)),
+         (("gradients",), lambda *args: _fit(*args, zero=False))],
+        moved=("loader", "epoch_order", "train_mode", "eval_mode", "unchanged") + TRAINING)
+
+
 PROBES: dict[str, Callable[[int], Probe]] = {
     "train_step": train_step, "train_one_epoch": train_one_epoch, "evaluate": evaluate,
-    "accumulation_step": accumulation_step, "train_with_schedule": train_with_schedule}
+    "accumulation_step": accumulation_step, "train_with_schedule": train_with_schedule,
+    "clipped_step": clipped_step, "checkpoint": checkpoint, "fit": fit}

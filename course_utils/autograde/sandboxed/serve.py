@@ -8,6 +8,9 @@ kernel's own protocol (a ``user_expressions`` entry), for one of these scenarios
 - ``sgd_step``: parameters with their gradients handed to an update;
 - ``loop``: a model, its optimizer, a loss, loaders... (``Setting``), handed to the function
   in one or more calls, with the state the model is left in after each;
+- ``checkpoint``: a trained model saved, loaded into a fresh one, both trained on;
+- ``module``: the student's class made and called on inputs;
+- ``dataset``: the student's dataset made over tensors and read;
 - ``each``: several of these for the same function.
 
 Code in this kernel may replace any of this; all it can change is the outcome, which the
@@ -27,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any, Callable
 
 import torch
@@ -164,6 +169,14 @@ class Setting:
             return lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9)
         raise KeyError(name)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The model's state, the optimizer's learning rates and the scaler's scale, if any."""
+        state = state_of(self.model, self.optimizer)
+        if "$scaler" in self.objects:
+            state["$scale"] = torch.tensor([float(self.objects["$scaler"].get_scale())],
+                                           dtype=torch.float64)
+        return state
+
     def arguments(self, template: list[Any]) -> list[Any]:
         """The call's arguments: names of objects replaced by the objects, data as it came."""
         return [self.object(arg) if isinstance(arg, str) and arg.startswith("$") else arg
@@ -177,11 +190,86 @@ def _loop(fn: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
     outcomes = []
     for template in request["calls"]:
         _, outcome = _student(fn, *setting.arguments(template))
-        outcome["state"] = state_of(setting.model, setting.optimizer)
+        outcome["state"] = setting.state()
         outcomes.append(outcome)
         if "error" in outcome:
             break
     return outcomes
+
+
+def train_once(setting: Setting, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """One plain training step of the setting's model (the referee's, not the student's)."""
+    setting.optimizer.zero_grad()
+    setting.object("$loss")(setting.model(inputs), targets).backward()
+    setting.optimizer.step()
+
+
+def _checkpoint(functions: tuple[Any, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """A model trained one step is saved, and a fresh one to another file; the fresh one loads
+    the first file, then trains one more step."""
+    save, load = functions
+    (x1, y1), (x2, y2) = request["batches"]
+    trained, fresh = Setting(request), Setting({**request, "model": request["fresh_model"]})
+    train_once(trained, x1, y1)
+    folder = tempfile.mkdtemp(prefix="referee-")
+    path = os.path.join(folder, "trained.pt")
+    _, saved = _student(save, path, trained.model, trained.optimizer, request["epoch"])
+    if "error" not in saved:
+        _, saved = _student(save, os.path.join(folder, "fresh.pt"), fresh.model,
+                            fresh.optimizer, 0)
+    if "error" in saved:
+        return {"saved": saved}
+    _, loaded = _student(load, path, fresh.model, fresh.optimizer)
+    outcome = {"saved": saved, "loaded": loaded, "state_loaded": fresh.state()}
+    if "error" not in loaded:
+        train_once(fresh, x2, y2)
+        outcome["state_resumed"] = fresh.state()
+    return outcome
+
+
+def _module(cls: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The student's class made, its parameters, and its output and the gradients reaching its
+    parameters for each input."""
+    model, outcome = _student(cls)
+    if "error" in outcome or not isinstance(model, nn.Module):
+        return {"error": outcome.get("error", "not_a_module")}
+    params = list(model.parameters())
+    outcome = {"parameters": [param.detach().clone() for param in params], "outputs": []}
+    for inputs, cotangent in request["inputs"]:
+        output, called = _student(model, inputs)
+        if isinstance(output, torch.Tensor) and output.shape == cotangent.shape \
+                and output.requires_grad:
+            grads = torch.autograd.grad((output * cotangent).sum(), params, allow_unused=True)
+            called["grads"] = list(grads)
+        outcome["outputs"].append(called)
+    return outcome
+
+
+class Shifting:
+    """A transform that adds how many times it has been called: each access shows in the data."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return image + self.calls
+
+
+def _dataset(cls: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The student's dataset made over the request's data, with and without a transform, and
+    its length and the items the request reads, in order."""
+    images, labels = request["data"]
+    outcome: dict[str, Any] = {}
+    for name, transform in (("plain", None), ("shifting", Shifting())):
+        dataset, made = _student(cls, images, labels, transform)
+        if "error" in made:
+            return {"error": made["error"]}
+        _, length = _student(len, dataset)
+        outcome[name] = {"length": length.get("returned"),
+                         "items": [_student(lambda i: dataset[i], index)[1]
+                                   for index in request["reads"]]}
+    return outcome
 
 
 def _each(fn: Any, request: dict[str, Any]) -> list[Any]:
@@ -190,16 +278,20 @@ def _each(fn: Any, request: dict[str, Any]) -> list[Any]:
 
 
 SCENARIOS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
-    "call": _call, "sgd_step": _sgd_step, "loop": _loop, "each": _each}
+    "call": _call, "sgd_step": _sgd_step, "loop": _loop, "each": _each,
+    "checkpoint": _checkpoint, "module": _module, "dataset": _dataset}
 
 
 def run(request: str, namespace: dict[str, Any]) -> str:
-    """Answers one encoded request with the notebook's function found in ``namespace``."""
+    """Answers one encoded request with the notebook's functions it names, from ``namespace``
+    (one function, or a tuple of them where the request names several)."""
     try:
         asked = decode(request)
-        fn = namespace.get(asked["names"][0])
-        if fn is None:
-            return encode({"missing": asked["names"][0]})
+        missing = [name for name in asked["names"] if namespace.get(name) is None]
+        if missing:
+            return encode({"missing": missing[0]})
+        found = [namespace[name] for name in asked["names"]]
+        fn = found[0] if len(found) == 1 else tuple(found)
         with preserved_global_state():
             torch.manual_seed(int(asked.get("seed", 0)))
             torch.set_num_threads(1)  # models this small only wait for a second thread
