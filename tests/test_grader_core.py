@@ -20,8 +20,10 @@ import pytest
 import torch
 from tqdm import tqdm
 
-from course_utils.graders import (REPORT_MIME, Check, CheckFailed, Exercise, Judge, NoPoints,
-                                  Report, Stop, check, exercises, grade, load_exercises, points)
+from course_utils.graders import (REPORT_MIME, Check, CheckFailed, Exercise, Judge,
+                                  Misconception, NoPoints, Report, Stop, check, exercises, generic,
+                                  grade, load_exercises, points)
+from course_utils.graders.report import CheckResult
 from course_utils.graders.scoring import LESSON_CAP
 from catalogues import failing, reference
 from submissions_basic import ce_sum, mse_by_hand, mse_endless, mse_stub, mse_sum
@@ -306,10 +308,13 @@ DEMO = Exercise("demo_half", [Check("type", "returns a float"),
                               Check("sign", "keeps the sign")])
 
 
+WRONG = generic("wrong_value", "{name} is wrong")
+
+
 def judged(*steps: tuple[str, bool]) -> Report:
     judge = Judge(DEMO, timeout=1)
     for name, ok in steps:
-        judge.check(name, ok, "wrong_value", f"{name} is wrong")
+        judge.check(name, ok, WRONG, name=name)
     return judge.report()
 
 
@@ -346,7 +351,31 @@ def test_graders_cannot_judge_undeclared_checks_or_report_undeclared_codes():
     with pytest.raises(KeyError, match="declares no check 'size'"):
         judge.check("size", True)
     with pytest.raises(ValueError, match="does not declare the code 'softmax_in_model'"):
-        judge.check("type", False, "softmax_in_model", "...")
+        judge.check("type", False, Misconception("softmax_in_model", "softmax", "..."))
+    with pytest.raises(ValueError, match="type failed without a misconception"):
+        judge.check("type", False)
+
+
+def test_each_failure_is_a_finding_from_which_codes_feedback_and_passed_derive():
+    judge = Judge(DEMO, timeout=1)
+    judge.check("type", True)
+    judge.fail("value", WRONG, name="value")
+    judge.check("sign", torch.tensor(-1.0) > 0, WRONG, name=torch.tensor(2.5))
+    report = judge.report()
+    assert [f.to_dict() for f in report.findings] == [
+        {"check": "value", "code": "wrong_value", "message": "value is wrong",
+         "evidence": {"name": "value"}},
+        {"check": "sign", "code": "wrong_value", "message": "2.5 is wrong",
+         "evidence": {"name": 2.5}}]
+    assert report.codes == {"wrong_value"} and not report.passed
+    assert report.feedback == ["value is wrong", "2.5 is wrong"]
+    json.dumps([f.to_dict() for f in report.findings])
+    # Failed checks and findings cannot disagree.
+    with pytest.raises(ValueError, match="disagree"):
+        Report("demo_half", report.checks)
+    with pytest.raises(ValueError, match="disagree"):
+        Report("demo_half", [CheckResult("type", "", 1, False, "passed")],
+               findings=report.findings)
 
 
 def test_every_exercise_declares_checks_and_plain_names_for_its_codes():
