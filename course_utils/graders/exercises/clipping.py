@@ -11,7 +11,6 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.amp.grad_scaler import OptState
 
 from course_utils.data import toy_regression
 from course_utils.graders.declare import Check, Exercise, Misconception, generic, recognise
@@ -168,21 +167,6 @@ NOT_SKIPPED = STEP_WITHOUT_SCALER.saying(
     "({what}): the step should have been skipped, which `scaler.step(optimizer)` does by "
     "itself. Step through the scaler, never `optimizer.step()` directly.")
 
-
-def scaler_not_updated(scaler: torch.amp.GradScaler | None) -> list[KnownError]:
-    """The scaler's refusal to unscale or step again before `update()`: an error of its
-    `unscale_` or `step` while it holds an optimizer's state from before."""
-    if scaler is None:
-        return []
-
-    def not_ready(error: BaseException) -> bool:
-        return any(state["stage"] is not OptState.READY
-                   for state in scaler._per_optimizer_states.values())
-
-    return [KnownError(NOT_UPDATED, RuntimeError, ("torch/amp/grad_scaler.py", method), not_ready,
-                       {"updates": 0, "calls": "two"})
-            for method in ("unscale_", "step")]
-
 # The declared clipping mistakes' codes and plain names; the per-call settings fill them in.
 CLIPPING_MISTAKES = clipping_mistakes({})
 
@@ -237,6 +221,28 @@ class RecordingScaler(torch.amp.GradScaler):
     def update(self, new_scale: Any = None) -> None:
         self._recorder.log(Event("update"))
         super().update(new_scale)
+
+    def called_again_before_update(self) -> bool:
+        """The last `unscale_` or `step` came after an earlier one that `update()` should have
+        closed (an `unscale_` after `unscale_` or `step`, a `step` after `step`)."""
+        calls = [e.kind for e in self._recorder.events
+                 if e.kind in ("unscale", "scaler_step", "update")]
+        since = calls[len(calls) - calls[::-1].index("update"):] if "update" in calls else calls
+        if not since:
+            return False
+        *earlier, last = since
+        return "scaler_step" in earlier or (last == "unscale" and "unscale" in earlier)
+
+
+def scaler_not_updated(scaler: RecordingScaler | None) -> list[KnownError]:
+    """The scaler's refusal to unscale or step again before `update()`: an error of its
+    `unscale_` or `step` called again without an `update()` between."""
+    if scaler is None:
+        return []
+    return [KnownError(NOT_UPDATED, RuntimeError, ("torch/amp/grad_scaler.py", method),
+                       lambda error: scaler.called_again_before_update(),
+                       {"updates": 0, "calls": "two"})
+            for method in ("unscale_", "step")]
 
 
 _CLIPPING_CODE = {inspect.unwrap(f).__code__ for f in

@@ -190,7 +190,8 @@ def _check_shapes(judge: Judge, results: list[tuple[Case, torch.Tensor]]
     if wrong:
         case, out = wrong[0]
         _explain(judge, "shape", case, out, lambda a, b: a.shape == b.shape, CONV_SHAPE,
-                 case=case.describe(), got=shape(out), want=shape(case.run(_library)))
+                 {"case": case.describe(), "got": shape(out),
+                  "want": shape(case.run(_library))})
     else:
         judge.check("shape", True)
     return right
@@ -207,21 +208,20 @@ def _check_values(judge: Judge, results: list[tuple[Case, torch.Tensor]]) -> boo
     want = case.run(_library)
     if out.shape == want.shape:
         gap = (out.detach() - want).abs()
-        _explain(judge, "value", case, out, _same_outputs, CONV_WRONG, case=case.describe(),
-                 got=first_values(out), want=first_values(want), gap=float(gap.max()),
-                 index=int(gap.flatten().argmax()))
+        _explain(judge, "value", case, out, _same_outputs, CONV_WRONG,
+                 {"case": case.describe(), "got": first_values(out), "want": first_values(want),
+                  "gap": float(gap.max()), "index": int(gap.flatten().argmax())})
     else:
-        _explain(judge, "value", case, out, _same_outputs, CONV_SHAPE, case=case.describe(),
-                 got=shape(out), want=shape(want))
+        _explain(judge, "value", case, out, _same_outputs, CONV_SHAPE,
+                 {"case": case.describe(), "got": shape(out), "want": shape(want)})
     return False
 
 
-def _explain(judge: Judge, check: str, tried: Case, out: torch.Tensor,
+def _explain(judge: Judge, check: str, case: Case, out: torch.Tensor,
              same: Callable[[torch.Tensor, torch.Tensor], bool], otherwise: Misconception,
-             **evidence: Any) -> None:
-    """Fails ``check``, naming the first known mistake that reproduces ``out`` on ``tried``;
+             evidence: dict[str, Any]) -> None:
+    """Fails ``check``, naming the first known mistake that reproduces ``out`` on ``case``;
     else with ``otherwise``, filled with ``evidence``."""
-    case = tried
     described = case.describe()
     for mistake in (FLIPPED, NO_BIAS):
         produced = mistake.produces(case)

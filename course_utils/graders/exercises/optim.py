@@ -9,6 +9,7 @@ import torch
 from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import close, first_values, generator, number, ratio
 from course_utils.graders.judge import Judge, KnownError
+from course_utils.graders.sandbox import raised_by_student
 
 _LEARNING_RATE = 0.1
 
@@ -25,30 +26,27 @@ NONE_GRAD = Misconception(
     "parameters instead of updating them.")
 
 
-def _held_by_student(error: BaseException) -> list[Any]:
-    """The values the innermost frame of the traceback held (lists and tuples opened)."""
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    values = list(tb.tb_frame.f_locals.values()) if tb is not None else []
+def _held(error: BaseException) -> list[Any]:
+    """What the student's line that raised ``error`` held, lists and tuples opened; nothing when
+    a library function raised it."""
+    values = list((raised_by_student(error) or {}).values())
     return values + [v for held in values if isinstance(held, (list, tuple)) for v in held]
 
 
 def _on_a_leaf(error: BaseException) -> bool:
-    # Autograd raises it from the in-place operation itself, in the student's own line, on a
-    # leaf that requires grad, while grad mode is on.
-    return torch.is_grad_enabled() and any(
-        isinstance(v, torch.Tensor) and v.is_leaf and v.requires_grad
-        for v in _held_by_student(error))
+    # Autograd refuses in the in-place operation itself, in the student's own line, which holds
+    # a leaf that requires grad.
+    return any(isinstance(v, torch.Tensor) and v.is_leaf and v.requires_grad
+               for v in _held(error))
 
 
 def _on_a_missing_grad(error: BaseException) -> bool:
-    # Using `.grad` where it is None: an attribute of None, or None (or a tensor whose `.grad`
-    # is None) in the operation that failed.
+    # `.grad` used where it is None: an attribute of None, or an operation in the student's line
+    # on None or on a parameter whose `.grad` is None.
     if isinstance(error, AttributeError):
         return error.obj is None
     return any(v is None or isinstance(v, torch.Tensor) and v.requires_grad and v.grad is None
-               for v in _held_by_student(error))
+               for v in _held(error))
 
 
 _TRACKED_UPDATE = KnownError(TRACKED_UPDATE, RuntimeError, when=_on_a_leaf)
