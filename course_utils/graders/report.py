@@ -105,6 +105,7 @@ class Report:
         return [c.name for c in self.checks if not c.passed]
 
     def __eq__(self, other: object) -> bool:
+        """Reports are equal when their data (``to_dict``) is: evidence and output aside."""
         return isinstance(other, Report) and self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
