@@ -20,8 +20,10 @@ import pytest
 import torch
 from tqdm import tqdm
 
-from course_utils.graders import (REPORT_MIME, Check, CheckFailed, Exercise, Judge, NoPoints,
-                                  Report, Stop, check, exercises, grade, load_exercises, points)
+from course_utils.graders import (REPORT_MIME, Check, CheckFailed, Exercise, Judge,
+                                  Misconception, NoPoints, Report, Stop, check, exercises, generic,
+                                  grade, load_exercises, points)
+from course_utils.graders.report import CheckResult
 from course_utils.graders.scoring import LESSON_CAP
 from catalogues import failing, reference
 from submissions_basic import ce_sum, mse_by_hand, mse_endless, mse_stub, mse_sum
@@ -93,8 +95,10 @@ def test_exception_feedback_shows_the_students_lines_only():
     report = grade("mse_loss", mse_with_failing_helper)
 
     assert report.codes == {"raised_exception"} and report.score == 0
-    message, *frames = report.feedback[0].splitlines()
-    assert message == "Your code raised KeyError: 'weights'"
+    (found,) = report.findings
+    assert found.evidence["error"] == "KeyError: 'weights'"
+    assert found.message.startswith("Your code raised KeyError: 'weights'\n")
+    frames = found.evidence["where"].splitlines()
     # Only the student's two frames: none of the grader's (call_student, _grade_loss, ...).
     assert len(frames) == 2
     assert frames[0].startswith("  test_grader_core.py, line ")
@@ -117,7 +121,7 @@ def mse_swallowing_everything(pred, target):
 def test_endless_code_is_stopped_and_reported(student):
     report = grade("mse_loss", student, timeout=0.2)
     assert report.codes == {"timeout"}
-    assert "0.2 seconds" in report.feedback[0]
+    assert report.findings[0].evidence["seconds"] == 0.2
 
 
 ENDLESS_WITH_FINALISERS = """
@@ -184,7 +188,7 @@ def test_global_state_is_restored_after_grading():
 def test_none_instead_of_a_submission_is_a_wrong_return_type(exercise):
     report = grade(exercise, None)
     assert report.codes == {"wrong_return_type"} and report.score == 0
-    assert "None" in report.feedback[0]
+    assert report.findings[0].evidence == {"name": exercise}
 
 
 def mse_infinite(pred, target):
@@ -203,6 +207,26 @@ def test_infinite_and_nan_results_are_wrong_values(exercise, student, code, show
     report = grade(exercise, student)
     assert report.codes == {code}
     assert shown in "\n".join(report.feedback)
+
+
+def sgd_with_its_own_none_error(params, lr):
+    raise ValueError("'NoneType' object has no attribute 'grad'")
+
+
+def train_step_with_its_own_autograd_error(model, inputs, targets, loss_fn, optimizer):
+    raise RuntimeError("one of the variables needed for gradient computation has been "
+                       "modified by an inplace operation")
+
+
+@pytest.mark.parametrize("exercise, student", [
+    ("sgd_step", sgd_with_its_own_none_error),
+    ("train_step", train_step_with_its_own_autograd_error),
+])
+def test_known_errors_are_recognised_by_type_and_origin_not_by_their_text(exercise, student):
+    # The text of autograd's and of a None gradient's error, raised by the student's own code.
+    report = grade(exercise, student)
+    assert report.codes == {"raised_exception"}
+    assert report.findings[0].evidence["error"].startswith(("ValueError", "RuntimeError"))
 
 
 # ----------------------------------------------------------------------------- reports
@@ -306,10 +330,13 @@ DEMO = Exercise("demo_half", [Check("type", "returns a float"),
                               Check("sign", "keeps the sign")])
 
 
+WRONG = generic("wrong_value", "{name} is wrong")
+
+
 def judged(*steps: tuple[str, bool]) -> Report:
     judge = Judge(DEMO, timeout=1)
     for name, ok in steps:
-        judge.check(name, ok, "wrong_value", f"{name} is wrong")
+        judge.check(name, ok, WRONG, name=name)
     return judge.report()
 
 
@@ -346,7 +373,31 @@ def test_graders_cannot_judge_undeclared_checks_or_report_undeclared_codes():
     with pytest.raises(KeyError, match="declares no check 'size'"):
         judge.check("size", True)
     with pytest.raises(ValueError, match="does not declare the code 'softmax_in_model'"):
-        judge.check("type", False, "softmax_in_model", "...")
+        judge.check("type", False, Misconception("softmax_in_model", "softmax", "..."))
+    with pytest.raises(ValueError, match="type failed without a misconception"):
+        judge.check("type", False)
+
+
+def test_each_failure_is_a_finding_from_which_codes_feedback_and_passed_derive():
+    judge = Judge(DEMO, timeout=1)
+    judge.check("type", True)
+    judge.fail("value", WRONG, name="value")
+    judge.check("sign", torch.tensor(-1.0) > 0, WRONG, name=torch.tensor(2.5))
+    report = judge.report()
+    assert [f.to_dict() for f in report.findings] == [
+        {"check": "value", "code": "wrong_value", "message": "value is wrong",
+         "evidence": {"name": "value"}},
+        {"check": "sign", "code": "wrong_value", "message": "2.5 is wrong",
+         "evidence": {"name": 2.5}}]
+    assert report.codes == {"wrong_value"} and not report.passed
+    assert report.feedback == ["value is wrong", "2.5 is wrong"]
+    json.dumps([f.to_dict() for f in report.findings])
+    # Failed checks and findings cannot disagree.
+    with pytest.raises(ValueError, match="disagree"):
+        Report("demo_half", report.checks)
+    with pytest.raises(ValueError, match="disagree"):
+        Report("demo_half", [CheckResult("type", "", 1, False, "passed")],
+               findings=report.findings)
 
 
 def test_every_exercise_declares_checks_and_plain_names_for_its_codes():

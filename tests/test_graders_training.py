@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from course_utils.graders import grade
+from course_utils.graders import Finding, grade
 from catalogues import Entry
 from submissions_training import SUBMISSIONS, train_one_epoch_weighted
 
@@ -28,32 +28,32 @@ def _feedback(exercise: str, name: str, seed: int = 0) -> str:
     return "\n".join(_grade(sub, seed).feedback)
 
 
-def _numbers(text: str) -> list[float]:
-    return re.findall(r"(?<![\w`])(?:-?\d+(?:\.\d+)?(?:e[+-]?\d+)?|nan|inf)", text)
+def _finding(exercise: str, name: str, code: str) -> Finding:
+    sub = next(s for s in SUBMISSIONS if s.exercise == exercise and s.name == name)
+    return next(f for f in _grade(sub).findings if f.code == code)
 
 
 def test_accumulating_gradients_are_reported_with_both_norms():
-    text = _feedback("train_one_epoch", "train_one_epoch_no_zero_grad")
-    assert "accumulate" in text and "step 2" in text
-    got, want = re.search(r"norm ([\d.]+) instead of ([\d.]+)", text).groups()
-    assert float(got) != float(want)
+    found = _finding("train_one_epoch", "train_one_epoch_no_zero_grad", "no_zero_grad")
+    assert found.check == "gradients" and found.evidence["step"] == 2
+    assert float(found.evidence["got"]) != float(found.evidence["want"])
 
 
 def test_unweighted_average_names_both_means():
-    text = _feedback("train_one_epoch", "train_one_epoch_mean_of_batch_means")
-    got, want = re.search(r"is ([\d.]+), the plain mean .* is ([\d.]+)\.", text).groups()
-    assert abs(float(got) - float(want)) > 0.1
+    found = _finding("train_one_epoch", "train_one_epoch_mean_of_batch_means",
+                     "unweighted_batch_average")
+    assert abs(float(found.evidence["got"]) - float(found.evidence["want"])) > 0.1
 
 
 def test_missing_loss_scaling_says_how_many_times_too_large():
-    text = _feedback("accumulation_step", "accumulation_step_no_loss_scaling")
-    got, want = map(float, re.search(r"norm ([\d.]+) instead of ([\d.]+)", text).groups())
-    assert "3 times" in text and got == pytest.approx(3 * want, rel=1e-2)
+    found = _finding("accumulation_step", "accumulation_step_no_loss_scaling", "no_loss_scaling")
+    got, want = float(found.evidence["got"]), float(found.evidence["want"])
+    assert "3 times" in found.message and got == pytest.approx(3 * want, rel=1e-2)
 
 
 def test_percent_accuracy_quotes_the_fraction():
-    text = _feedback("evaluate", "evaluate_percent")
-    got, want = map(float, re.search(r"is ([\d.]+), a percentage.*here ([\d.]+)", text).groups())
+    found = _finding("evaluate", "evaluate_percent", "accuracy_percent")
+    got, want = float(found.evidence["got"]), float(found.evidence["want"])
     assert got == pytest.approx(100 * want, rel=1e-3)
 
 
@@ -79,15 +79,22 @@ def test_exceptions_show_the_students_own_line():
     assert places == ["submissions_training.py"]  # the grader's own frames are left out
 
 
+def _quotes_a_number(value: object) -> bool:
+    # Numbers, and text quoting one as feedback writes them ("0.25", "3 calls", "nan").
+    return not isinstance(value, bool) and bool(re.search(r"\d|nan|inf", str(value)))
+
+
 def test_every_diagnosis_quotes_its_evidence():
     for sub in TOY:
         if not sub.codes or sub.codes & ENDS_EARLY:
             continue
-        report = _grade(sub)
-        if sub.codes == {"wrong_return_type"}:  # the evidence is what came back
-            assert re.search(r"`None`|tensor|list|dict", report.feedback[0]), report.feedback
-        else:
-            assert all(_numbers(text) for text in report.feedback), (str(sub), report.feedback)
+        for found in _grade(sub).findings:
+            quoted = [v for v in found.evidence.values() if str(v) in found.message]
+            assert quoted, (str(sub), found)
+            if found.code == "wrong_return_type":  # the evidence is what came back
+                assert any(re.search(r"`None`|tensor|list|dict", str(v)) for v in quoted), found
+            else:
+                assert any(_quotes_a_number(v) for v in quoted), (str(sub), found)
 
 
 # ----------------------------------------------------------------------------- side effects

@@ -11,15 +11,16 @@ Example:
     True
 """
 
-from course_utils.graders.declare import Check, Exercise, Misconception, plain_names, recognise
+from course_utils.graders.declare import (Check, Exercise, Misconception, generic, plain_names,
+                                          recognise)
 from course_utils.graders.grading import exercises, grade, load_exercises
-from course_utils.graders.judge import Judge, Stop
-from course_utils.graders.report import Report
+from course_utils.graders.judge import Judge, KnownError, Stop
+from course_utils.graders.report import Finding, Report
 from course_utils.protocol import REPORT_MIME
 from course_utils.graders.show import CheckFailed, NoPoints, check, points
 
 load_exercises()
 
-__all__ = ["Check", "CheckFailed", "Exercise", "Judge", "Misconception", "NoPoints",
-           "REPORT_MIME", "Report", "Stop", "check", "exercises", "grade", "load_exercises",
-           "plain_names", "points", "recognise"]
+__all__ = ["Check", "CheckFailed", "Exercise", "Finding", "Judge", "KnownError", "Misconception",
+           "NoPoints", "REPORT_MIME", "Report", "Stop", "check", "exercises", "generic", "grade",
+           "load_exercises", "plain_names", "points", "recognise"]

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from course_utils.graders.declare import Check, Misconception
+from course_utils.graders.declare import Check, Misconception, generic
 from course_utils.graders.judge import Judge
 from course_utils.graders.recording import Iteration, Pass, Params, Recorder
 from course_utils.graders.values import check_value
@@ -90,8 +90,8 @@ LOSS_MISTAKES = [
                   "last `loss`.",
                   produces=lambda n: n.last_loss),
 ]
-WRONG_MEAN_LOSS = Misconception(
-    "wrong_value", "returns a wrong value",
+WRONG_MEAN_LOSS = generic(
+    "wrong_value",
     "{what} is {got}, but the per-sample mean loss over the loader is {want}. Weight each "
     "batch's mean loss by its number of samples and divide by the number of samples.")
 

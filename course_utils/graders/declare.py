@@ -100,6 +100,16 @@ class Misconception:
         """The message with the evidence's numbers filled in."""
         return self.message.format(**numbers)
 
+    def saying(self, message: str, produces: Callable[..., Any] | None = None) -> Misconception:
+        """The same mistake (code and plain name) where other evidence shows it.
+
+        Example:
+            >>> halved = Misconception("no_factor_two", "the factor 2 is missing")
+            >>> halved.saying("Half of {want}.").plain
+            'the factor 2 is missing'
+        """
+        return replace(self, message=message, produces=produces)
+
 
 def generic(code: str, message: str, produces: Callable[..., Any] | None = None,
             ) -> Misconception:

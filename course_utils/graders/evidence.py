@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -106,3 +107,26 @@ def ratio(actual: torch.Tensor, expected: torch.Tensor) -> float | None:
         return None
     c = float(actual[nonzero][0] / expected[nonzero][0])
     return c if close(actual, c * expected) else None
+
+
+def plain(value: Any) -> Any:
+    """Evidence as JSON-ready data: numbers and text as they are, tensors and numpy values
+    described as in feedback, containers item by item.
+
+    Example:
+        >>> plain({"got": torch.tensor(0.5), "shape": (4, 1), "rows": torch.ones(5)})
+        {'got': 0.5, 'shape': [4, 1], 'rows': '[1, 1, 1, ...]'}
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else number(value)
+    if isinstance(value, torch.Tensor):
+        return plain(value.detach().item()) if value.dim() == 0 else first_values(value)
+    if isinstance(value, np.generic):
+        return plain(value.item())
+    if isinstance(value, (tuple, list, torch.Size)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return str(value)

@@ -10,11 +10,14 @@ from typing import Any
 import torch
 
 from course_utils.graders import exercises as exercise_modules
-from course_utils.graders.declare import Exercise, registry
+from course_utils.graders.declare import Exercise, generic, registry
 from course_utils.graders.judge import Judge, Stop
 from course_utils.graders.report import Report
 from course_utils.graders.recording import grading
 from course_utils.graders.sandbox import preserved_global_state
+
+UNDEFINED = generic("wrong_return_type", "`{name}` is None: define it in the exercise cell and "
+                                         "run that cell before this check.")
 
 
 def load_exercises() -> dict[str, Exercise]:
@@ -62,9 +65,7 @@ def grade(name: str, student: Any, *, data: str = "toy", timeout: float | None =
         torch.manual_seed(seed)
         try:
             if student is None:
-                judge.stop("wrong_return_type",
-                           f"`{name}` is None: define it in the exercise cell and run that "
-                           "cell before this check.")
+                judge.stop(UNDEFINED, name=name)
             exercise.grader(judge, student, data=data)
         except Stop:
             pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from course_utils.graders import scoring
 from course_utils.protocol import REPORT_MIME, cell_points
@@ -25,32 +25,74 @@ class CheckResult:
         return self.outcome == "passed"
 
 
-@dataclass
+@dataclass(frozen=True)
+class Finding:
+    """One failure: the check it failed, its diagnosis code, the feedback, and its evidence.
+
+    ``evidence`` holds the JSON-ready values the message was filled with (``evidence.plain``).
+    A report read back from its data knows its codes and feedback but not which goes with
+    which: its findings carry no check, and a message of several codes carries no code.
+    """
+
+    check: str | None
+    code: str | None
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "code": self.code, "message": self.message,
+                "evidence": dict(self.evidence)}
+
+
 class Report:
-    """What a grader found: the declared checks' results, diagnosis codes and feedback.
+    """What a grader found: the declared checks' results, and the findings of each failure.
+
+    ``codes``, ``feedback``, the headline and ``passed`` all derive from ``checks`` and
+    ``findings``; a report whose checks failed has findings, and one with findings has a
+    failed check (unless its checks are unknown, as for a report made without grading).
+    ``codes`` and ``feedback`` build the findings of a report known only as data.
 
     Example:
         >>> r = Report("mse_loss", [CheckResult("value", "is the mean", 3, False, "failed"),
         ...                         CheckResult("graph", "keeps the graph", 1, False, "passed")],
-        ...            codes={"wrong_reduction"}, feedback=["Your loss is a sum."])
-        >>> r.passed, r.score, r.points(2), r.failed
-        (False, 0.25, 0.5, ['value'])
+        ...            findings=[Finding("value", "wrong_reduction", "Your loss is a sum.",
+        ...                              {"got": 6.0})])
+        >>> r.passed, r.score, r.points(2), r.failed, r.codes, r.feedback
+        (False, 0.25, 0.5, ['value'], {'wrong_reduction'}, ['Your loss is a sum.'])
         >>> sorted(r.to_dict())
         ['checks', 'codes', 'exercise', 'failed', 'feedback', 'passed', 'score']
     """
 
-    exercise: str
-    checks: list[CheckResult] = field(default_factory=list)
-    codes: set[str] = field(default_factory=set)
-    feedback: list[str] = field(default_factory=list)
-    # What the student's code printed or warned while it was graded, and the codes' plain
-    # names: both for people, neither part of the report's data.
-    output: str = field(default="", compare=False)
-    plain_names: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, exercise: str, checks: Iterable[CheckResult] = (),
+                 codes: Iterable[str] = (), feedback: Iterable[str] = (), output: str = "",
+                 plain_names: dict[str, str] | None = None, *,
+                 findings: Iterable[Finding] | None = None):
+        self.exercise = exercise
+        self.checks = list(checks)
+        codes, feedback = set(codes), list(feedback)
+        if findings is not None and (codes or feedback):
+            raise ValueError("give a report's findings, or its codes and feedback, not both")
+        self.findings = list(findings) if findings is not None else _findings(codes, feedback)
+        # What the student's code printed or warned while it was graded, and the codes' plain
+        # names: both for people, neither part of the report's data.
+        self.output = output
+        self.plain_names = dict(plain_names or {})
+        if self.checks and bool(self.failed) != bool(self.findings):
+            raise ValueError(f"{exercise}: failed checks {self.failed} disagree with the "
+                             f"findings {[f.code for f in self.findings]}")
+
+    @property
+    def codes(self) -> set[str]:
+        return {f.code for f in self.findings if f.code is not None}
+
+    @property
+    def feedback(self) -> list[str]:
+        return [f.message for f in self.findings if f.message]
 
     @property
     def passed(self) -> bool:
-        return not self.codes
+        """Every declared check passed (a report without checks: nothing was found)."""
+        return not self.failed and not self.findings
 
     @property
     def score(self) -> float:
@@ -61,6 +103,12 @@ class Report:
     def failed(self) -> list[str]:
         """Names of the checks that failed or could not run, in declaration order."""
         return [c.name for c in self.checks if not c.passed]
+
+    def __eq__(self, other: object) -> bool:
+        """Reports are equal when their data (``to_dict``) is: evidence and output aside."""
+        return isinstance(other, Report) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
 
     def points(self, maximum: float) -> float:
         """Partial credit for nbgrader: ``score * maximum``, rounded to 2 decimals."""
@@ -85,13 +133,13 @@ class Report:
 
         Example:
             >>> r = Report("sgd_step", [CheckResult("value", "steps", 1, True, "not run")],
-            ...            codes={"timeout"}, feedback=["Stopped."])
+            ...            findings=[Finding("value", "timeout", "Stopped.", {"seconds": 10})])
             >>> Report.from_dict(r.to_dict()) == r
             True
         """
         checks = [CheckResult(c["name"], c["says"], c["weight"], c["lesson"], c["outcome"])
                   for c in data["checks"]]
-        return cls(data["exercise"], checks, set(data["codes"]), list(data["feedback"]))
+        return cls(data["exercise"], checks, data["codes"], data["feedback"])
 
     def _summary(self) -> str:
         if self.passed:
@@ -122,6 +170,15 @@ class Report:
         """What Jupyter shows: text, HTML, and the report's data for tools."""
         return {"text/plain": str(self), "text/html": self._repr_html_(),
                 REPORT_MIME: self.to_dict()}
+
+
+def _findings(codes: set[str], feedback: list[str]) -> list[Finding]:
+    """The findings of a report known only by its codes and feedback."""
+    if len(codes) == 1:
+        code = next(iter(codes))
+        return [Finding(None, code, message) for message in feedback or [""]]
+    return ([Finding(None, None, message) for message in feedback]
+            + [Finding(None, code, "") for code in sorted(codes)])
 
 
 def _html_text(text: str) -> str:

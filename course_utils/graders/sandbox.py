@@ -43,13 +43,31 @@ class StudentTimeout(Exception):
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _is_students(filename: str) -> bool:
+    """Whether code in ``filename`` is the student's: not the grader's, not a library's."""
+    path = os.path.abspath(filename)
+    return not (path.startswith(_PACKAGE_DIR) or "site-packages" in path
+                or "/lib/python" in path)
+
+
+def raised_by_student(error: BaseException) -> dict[str, Any] | None:
+    """The local variables of the frame that raised ``error`` when it is the student's own
+    (an operation in their line failed, not a library function they called), else None."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or not _is_students(tb.tb_frame.f_code.co_filename):
+        return None
+    return dict(tb.tb_frame.f_locals)
+
+
 def _student_frames(tb: Any) -> list[str]:
     """Traceback lines of the student's code, leaving out the grader's and libraries' frames."""
     lines = []
     for frame in traceback.extract_tb(tb):
-        path = os.path.abspath(frame.filename)
-        if path.startswith(_PACKAGE_DIR) or "site-packages" in path or "/lib/python" in path:
+        if not _is_students(frame.filename):
             continue
+        path = os.path.abspath(frame.filename)
         where = "your cell" if frame.filename.startswith("<") or "ipykernel" in path \
             else os.path.basename(frame.filename)
         text = f"  {where}, line {frame.lineno}, in {frame.name}"

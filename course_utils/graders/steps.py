@@ -13,7 +13,7 @@ import torch
 
 from course_utils.graders.declare import Check, Misconception, generic, recognise
 from course_utils.graders.evidence import number
-from course_utils.graders.judge import Judge
+from course_utils.graders.judge import AUTOGRAD_ENGINE, Judge, KnownError
 from course_utils.graders.recording import Event, Grads, Iteration, Params, Recorder, count
 
 STEP_CHECKS = [
@@ -42,14 +42,23 @@ STEP_BEFORE_BACKWARD = Misconception(
 EXTRA_STEPS = generic("wrong_value", "{who} called `optimizer.step()` {steps} times for one "
                                      "{unit}; each {unit} should give exactly one step.")
 
-# What autograd says when `step()` changed the weights between the forward pass and `backward()`.
-STEP_BEFORE_BACKWARD_ERRORS = {
-    "modified by an inplace operation": (
-        STEP_BEFORE_BACKWARD.code,
-        "`optimizer.step()` ran before `backward()`: the step changed the weights in place "
-        "while the graph of the loss still needed their old values, so autograd refused to "
-        "compute the gradients. Compute the gradients first, then step."),
-}
+STEPPED_UNDER_THE_GRAPH = STEP_BEFORE_BACKWARD.saying(
+    "`optimizer.step()` ran before `backward()`: the step changed the weights in place while the "
+    "graph of the loss still needed their old values, so autograd refused to compute the "
+    "gradients. Compute the gradients first, then step.")
+
+
+def step_before_backward(recorder: Recorder) -> KnownError:
+    """Autograd's refusal to run `backward()` after `step()` changed the weights the graph saved:
+    an error of the autograd engine while the last thing the model saw was a step, not a forward.
+    """
+    def stepped_since_forward(error: BaseException) -> bool:
+        last = next((e.kind for e in reversed(recorder.events) if e.kind in ("forward", "step")),
+                    None)
+        return last == "step"
+
+    return KnownError(STEPPED_UNDER_THE_GRAPH, RuntimeError, AUTOGRAD_ENGINE,
+                      stepped_since_forward)
 
 
 @dataclass
@@ -84,8 +93,8 @@ NO_ZERO_GRAD = Misconception(
     "before the forward pass or after `step()`.",
     produces=lambda evidence: None if evidence.previous is None or not evidence.previous.any()
     else evidence.previous + evidence.gradient())
-WRONG_GRADIENT = Misconception(
-    "wrong_value", "returns a wrong value",
+WRONG_GRADIENT = generic(
+    "wrong_value",
     "At step {step} `.grad` (norm {got}) was not the gradient of this {unit}'s loss (norm "
     "{want}). Call `backward()` on the loss of the current {unit}, computed with the `loss_fn` "
     "you were given.")

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from course_utils.graders.declare import Check, Misconception, recognise
+from course_utils.graders.declare import Check, Misconception, generic, recognise
 from course_utils.graders.evidence import kind, number
 from course_utils.graders.judge import Judge
 
@@ -23,6 +23,12 @@ LOSS_TENSOR = Misconception(
     "{name} is a tensor ({value}) that still carries the autograd graph (`grad_fn={grad_fn}`): "
     "a loss tensor that is kept (returned, stored or added up) holds on to its whole graph, so "
     "memory grows with every batch. Take the number out of each batch's loss with `.item()`.")
+TENSOR_NOT_FLOAT = generic("wrong_return_type",
+                           "{name} is {got}, not a Python float. Convert numbers you return "
+                           "with `.item()` (or `float(...)`).")
+NOT_A_FLOAT = generic("wrong_return_type", "{name} is {got}; it should be a Python float.")
+NOT_FINITE = generic("wrong_value", "{name} is {got}, not a finite number: look for a division "
+                                    "by zero or a value you never filled in.")
 
 
 def tolerant(got: float, want: float) -> bool:
@@ -47,31 +53,29 @@ def check_numbers(judge: Judge, values: Sequence[Any], names: Sequence[str],
         names: how feedback names each value ("The loss `evaluate` returned").
     """
     floats: list[float | None] = []
-    problem: tuple[str, str] | None = None
+    problem: tuple[Misconception, dict[str, Any]] | None = None
     for name, value in zip(names, values):
         if isinstance(value, torch.Tensor):
             floats.append(float(value.detach()) if value.numel() == 1 else None)
             if problem:
                 continue
             if value.requires_grad or value.grad_fn is not None:
-                problem = (LOSS_TENSOR.code, LOSS_TENSOR.say(
-                    name=name, value=number(value.detach().flatten()[0]),
-                    grad_fn=type(value.grad_fn).__name__))
+                problem = (LOSS_TENSOR, {"name": name,
+                                         "value": number(value.detach().flatten()[0]),
+                                         "grad_fn": type(value.grad_fn).__name__})
             else:
-                problem = ("wrong_return_type", f"{name} is {kind(value)}, not a Python float. "
-                           "Convert numbers you return with `.item()` (or `float(...)`).")
+                problem = (TENSOR_NOT_FLOAT, {"name": name, "got": kind(value)})
         elif isinstance(value, (int, float, np.integer, np.floating)) \
                 and not isinstance(value, bool):
             floats.append(float(value))
         else:
             floats.append(None)
-            problem = problem or ("wrong_return_type",
-                                  f"{name} is {kind(value)}; it should be a Python float.")
-    judge.check("returns_float", problem is None, *(problem or ("", "")))
+            problem = problem or (NOT_A_FLOAT, {"name": name, "got": kind(value)})
+    mistake, evidence = problem or (None, {})
+    judge.check("returns_float", problem is None, mistake, **evidence)
     bad = next((i for i, v in enumerate(floats) if v is not None and not math.isfinite(v)), None)
-    judge.check("finite", bad is None, "wrong_value",
-                "" if bad is None else f"{names[bad]} is {floats[bad]}, not a finite number: "
-                "look for a division by zero or a value you never filled in.")
+    judge.check("finite", bad is None, NOT_FINITE,
+                **({} if bad is None else {"name": names[bad], "got": floats[bad]}))
     return [v if v is not None and math.isfinite(v) else None for v in floats]
 
 

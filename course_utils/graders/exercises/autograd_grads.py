@@ -9,14 +9,18 @@ import torch
 from course_utils.graders.declare import Check, Exercise, Misconception, generic, recognise
 from course_utils.graders.evidence import close, first_values, generator, kind, number, ratio
 from course_utils.graders.evidence import shape
-from course_utils.graders.judge import Judge
+from course_utils.graders.judge import AUTOGRAD_ENGINE, Judge, KnownError
 
 Case = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-_AUTOGRAD_OFF = ("Your function is called inside `torch.no_grad()` with plain tensors, so autograd "
-                 "records nothing and `backward()` has no graph to follow. This exercise asks "
-                 "for the gradient formula itself: differentiate `mean((x @ w + b - y) ** 2)` "
-                 "by hand and compute it with tensor operations.")
+# `backward()` on the plain tensors the grader passes, under `torch.no_grad()`.
+_AUTOGRAD_OFF = KnownError(
+    generic("raised_exception",
+            "Your function is called inside `torch.no_grad()` with plain tensors, so autograd "
+            "records nothing and `backward()` has no graph to follow. This exercise asks for "
+            "the gradient formula itself: differentiate `mean((x @ w + b - y) ** 2)` by hand "
+            "and compute it with tensor operations."),
+    RuntimeError, AUTOGRAD_ENGINE)
 
 
 WRONG_GRADIENT = "analytic gradient is wrong"
@@ -70,8 +74,7 @@ def grade_linear_mse_grads(judge: Judge, student: Any, *, data: str = "toy") -> 
               torch.randn(n, f, generator=gen), torch.randn(n, generator=gen))
              for n, f in ((6, 3), (10, 4), (1, 2))]
     results = []
-    with torch.no_grad(), judge.context(known_errors={"does not require grad":
-                                                      ("raised_exception", _AUTOGRAD_OFF)}):
+    with torch.no_grad(), judge.context(known_errors=[_AUTOGRAD_OFF]):
         for case in cases:
             results.append(judge.call(student, *(t.clone() for t in case)))
     wrong = [r for r in results if not _is_tensor_pair(r)]

@@ -45,8 +45,7 @@ NO_OPTIMIZER_STATE = Misconception(
     "After `load_checkpoint`, {problem}. Without the optimizer's state the resumed run takes "
     "different steps than the uninterrupted one: save `optimizer.state_dict()` in the "
     "checkpoint and load it back.")
-RESUMED_ELSEWHERE = Misconception(
-    "resume_differs", WEIGHTS_NOT_LOADED.plain,
+RESUMED_ELSEWHERE = WEIGHTS_NOT_LOADED.saying(
     "Training resumed from the checkpoint after epoch index {saved} ends with weights that "
     "differ from uninterrupted training by up to {gap}. Everything that shapes the next steps "
     "must be saved and restored.")

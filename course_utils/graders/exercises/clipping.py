@@ -15,10 +15,10 @@ from torch import nn
 from course_utils.data import toy_regression
 from course_utils.graders.declare import Check, Exercise, Misconception, generic, recognise
 from course_utils.graders.evidence import number
-from course_utils.graders.judge import Judge
+from course_utils.graders.judge import Judge, KnownError
 from course_utils.graders.recording import Event, Iteration, Recorder, count
 from course_utils.graders.sandbox import steady_conditions
-from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
+from course_utils.graders.steps import (STEP_CHECKS, STEP_MISTAKES, step_before_backward,
                                         StepEvidence, check_training)
 from course_utils.graders.toys import regression_net
 from course_utils.graders.values import LOSS_TENSOR, NUMBER_CHECKS, check_numbers
@@ -162,13 +162,10 @@ SCALED_LOSS = Misconception(
     produces=lambda evidence: evidence["loss"] * evidence["scale"])
 WRONG_LOSS = generic("wrong_value", "{what} is {got}, but the loss of the forward pass the "
                                     "step used is {want}.")
-NOT_SKIPPED = Misconception(
-    "step_without_scaler", STEP_WITHOUT_SCALER.plain,
+NOT_SKIPPED = STEP_WITHOUT_SCALER.saying(
     "On a batch whose gradients were not finite (a NaN in the inputs), the weights changed "
     "({what}): the step should have been skipped, which `scaler.step(optimizer)` does by "
     "itself. Step through the scaler, never `optimizer.step()` directly.")
-SCALER_ERRORS = {fragment: (NOT_UPDATED.code, NOT_UPDATED.say(updates=0, calls="two"))
-                 for fragment in ("since the last update()", "is being called after step()")}
 
 # The declared clipping mistakes' codes and plain names; the per-call settings fill them in.
 CLIPPING_MISTAKES = clipping_mistakes({})
@@ -225,6 +222,28 @@ class RecordingScaler(torch.amp.GradScaler):
         self._recorder.log(Event("update"))
         super().update(new_scale)
 
+    def called_again_before_update(self) -> bool:
+        """The last `unscale_` or `step` came after an earlier one that `update()` should have
+        closed (an `unscale_` after `unscale_` or `step`, a `step` after `step`)."""
+        calls = [e.kind for e in self._recorder.events
+                 if e.kind in ("unscale", "scaler_step", "update")]
+        since = calls[len(calls) - calls[::-1].index("update"):] if "update" in calls else calls
+        if not since:
+            return False
+        *earlier, last = since
+        return "scaler_step" in earlier or (last == "unscale" and "unscale" in earlier)
+
+
+def scaler_not_updated(scaler: RecordingScaler | None) -> list[KnownError]:
+    """The scaler's refusal to unscale or step again before `update()`: an error of its
+    `unscale_` or `step` called again without an `update()` between."""
+    if scaler is None:
+        return []
+    return [KnownError(NOT_UPDATED, RuntimeError, ("torch/amp/grad_scaler.py", method),
+                       lambda error: scaler.called_again_before_update(),
+                       {"updates": 0, "calls": "two"})
+            for method in ("unscale_", "step")]
+
 
 _CLIPPING_CODE = {inspect.unwrap(f).__code__ for f in
                   (torch.nn.utils.clip_grad_norm_, torch.nn.utils.clip_grad_value_)}
@@ -272,7 +291,7 @@ def grade_clipped_step(judge: Judge, clipped_step: Callable[..., Any], *, data: 
         scales_before = len(scaler.scales) if scaler else 0
         with_scaler = " with a scaler" if scaler else ""
         with judge.context(f"calling `clipped_step`{with_scaler} for the {_ordinal(k)} time",
-                           {**STEP_BEFORE_BACKWARD_ERRORS, **SCALER_ERRORS}), \
+                           [step_before_backward(recorder), *scaler_not_updated(scaler)]), \
                 clipping_logged(recorder):
             value = judge.call(clipped_step, recorder.model, x, y, loss_fn, optimizer, max_norm,
                                scaler)
@@ -317,9 +336,9 @@ def grade_clipped_step(judge: Judge, clipped_step: Callable[..., Any], *, data: 
     scaled_calls = [first, non_finite, last]
     _check_scaler(judge, scaled_calls)
     unchanged = all(torch.equal(before[n], after[n]) for n in before)
-    judge.check("skips_non_finite", unchanged, NOT_SKIPPED.code, NOT_SKIPPED.say(
-        what="some became NaN" if any(not after[n].isfinite().all() for n in after)
-        else "they moved"))
+    judge.check("skips_non_finite", unchanged, NOT_SKIPPED,
+                what="some became NaN" if any(not after[n].isfinite().all() for n in after)
+                else "they moved")
     finite = [first] + ([last] if unchanged else [])
     if plain_right:  # else the same mistake would be reported twice
         check_training(judge, scaled_recorder, finite, loss_fn, who="Your `clipped_step`",
@@ -332,12 +351,11 @@ def _check_scaler(judge: Judge, iterations: list[Iteration]) -> None:
     events = [e for it in iterations for e in it.events]
     direct = count(events, "direct_step")
     if direct:
-        judge.check("scaler", False, STEP_WITHOUT_SCALER.code,
-                    STEP_WITHOUT_SCALER.say(steps=direct, calls=len(iterations)))
+        judge.fail("scaler", STEP_WITHOUT_SCALER, steps=direct, calls=len(iterations))
         return
     updates = count(events, "update")
-    judge.check("scaler", updates == len(iterations), NOT_UPDATED.code,
-                NOT_UPDATED.say(updates=updates, calls=len(iterations)))
+    judge.check("scaler", updates == len(iterations), NOT_UPDATED, updates=updates,
+                calls=len(iterations))
 
 
 def _check_returned(judge: Judge, returned: list[Returned]) -> None:
@@ -353,7 +371,7 @@ def _check_returned(judge: Judge, returned: list[Returned]) -> None:
         evidence = {"loss": want, "scale": call.scale or 1.0}
         mistake = recognise(got, evidence, [SCALED_LOSS] if call.scale else [], same) \
             or WRONG_LOSS
-        judge.check("returned_loss", False, mistake.code, mistake.say(
-            what=what, got=number(got), want=number(want), scale=number(call.scale or 1.0)))
+        judge.fail("returned_loss", mistake, what=what, got=number(got), want=number(want),
+                   scale=number(call.scale or 1.0))
         return
     judge.check("returned_loss", True)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.graders.declare import Check, Exercise
+from course_utils.graders.declare import Check, Exercise, Misconception
 from course_utils.graders.evidence import close, first_values, generator, shape
 from course_utils.graders.exercises.models import (ARCHITECTURE, DETACHED, MNIST_MLP,
                                                    MODEL_CHECKS, MODULE_CHECKS, SHAPE,
@@ -20,6 +20,22 @@ from course_utils.graders.judge import Judge
 CNN_LAYERS = [("first convolution", (16, 1, 3, 3), (16,)),
               ("second convolution", (32, 16, 3, 3), (32,)),
               ("linear layer", (10, 32 * 7 * 7), (10,))]
+CNN_PARAMETERS = ARCHITECTURE.saying(
+    "Your `MNISTCNN` has {tensors} parameter tensors with shapes {shapes}. The layers asked for "
+    "have {layers}. Check each layer's channels and kernel size, and that the linear layer "
+    "takes 32·7·7 = 1568 inputs (two 2×2 poolings halve 28 twice).")
+CNN_NO_RELU = ARCHITECTURE.saying(
+    "Your model's output equals its layers without the ReLUs: add a ReLU after each "
+    "convolution, or the two convolutions and the linear layer collapse into one linear "
+    "function.")
+AVERAGE_POOLING = ARCHITECTURE.saying(
+    "Your model averages each 2×2 block (`AvgPool2d`); the exercise asks for `MaxPool2d(2)`, "
+    "which keeps the largest value.")
+CNN_FORWARD = ARCHITECTURE.saying(
+    "With your model's own parameters, Conv2d(1, 16, 3, padding=1) → ReLU → MaxPool2d(2) → "
+    "Conv2d(16, 32, 3, padding=1) → ReLU → MaxPool2d(2) → flatten → Linear gives {want} for "
+    "the first image, but your model returned {got}. Check the order of the layers, the "
+    "padding of each convolution, and that each runs exactly once.")
 
 MNISTCNN = Exercise(
     "MNISTCNN",
@@ -53,12 +69,8 @@ def _cnn_parameters(judge: Judge, model: nn.Module) -> list[torch.Tensor] | None
     found = sorted(tuple(p.shape) for p in params)
     wanted = sorted(s for _, w, b in CNN_LAYERS for s in (w, b))
     described = "; ".join(f"{name}: weight {w}, bias {b}" for name, w, b in CNN_LAYERS)
-    if not judge.check("parameters", found == wanted, ARCHITECTURE.code,
-                       f"Your `MNISTCNN` has {len(params)} parameter tensors with shapes "
-                       f"{', '.join(shape(p) for p in params) or 'none'}. The layers asked for "
-                       f"have {described}. Check each layer's channels and kernel size, and "
-                       "that the linear layer takes 32·7·7 = 1568 inputs (two 2×2 poolings "
-                       "halve 28 twice)."):
+    if not judge.check("parameters", found == wanted, CNN_PARAMETERS, tensors=len(params),
+                       shapes=", ".join(shape(p) for p in params) or "none", layers=described):
         return None
     by_shape = {tuple(p.shape): p for p in params}
     return [by_shape[s] for _, w, b in CNN_LAYERS for s in (w, b)]
@@ -86,19 +98,12 @@ def _cnn_forward(judge: Judge, layers: list[torch.Tensor],
         judge.check("forward", True)
         return
     if same(lambda x: _cnn_reference(layers, x, relu=False)):
-        message = ("Your model's output equals its layers without the ReLUs: add a ReLU after "
-                   "each convolution, or the two convolutions and the linear layer collapse "
-                   "into one linear function.")
+        judge.fail("forward", CNN_NO_RELU)
     elif same(lambda x: _cnn_reference(layers, x, pool=F.avg_pool2d)):
-        message = ("Your model averages each 2×2 block (`AvgPool2d`); the exercise asks for "
-                   "`MaxPool2d(2)`, which keeps the largest value.")
+        judge.fail("forward", AVERAGE_POOLING)
     else:
         x, out = runs[0]
         with torch.no_grad():
             expected = reference(x)
-        message = ("With your model's own parameters, Conv2d(1, 16, 3, padding=1) → ReLU → "
-                   "MaxPool2d(2) → Conv2d(16, 32, 3, padding=1) → ReLU → MaxPool2d(2) → flatten "
-                   f"→ Linear gives {first_values(expected[0])} for the first image, but your "
-                   f"model returned {first_values(out[0])}. Check the order of the layers, the "
-                   "padding of each convolution, and that each runs exactly once.")
-    judge.check("forward", False, ARCHITECTURE.code, message)
+        judge.fail("forward", CNN_FORWARD, want=first_values(expected[0]),
+                   got=first_values(out[0]))

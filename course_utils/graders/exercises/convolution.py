@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import close, first_values, generator, kind, shape
 from course_utils.graders.exercises.models import DETACHED, SHAPE
 from course_utils.graders.judge import Judge
@@ -130,6 +130,15 @@ CONV_DETACHED = Misconception(
     "For {case} {problem}. Build the result from tensor operations on `x`, `weight` and "
     "`bias` (no `.item()`, `.detach()`, `.data`, numpy, or writing into a new tensor under "
     "`torch.no_grad()`), so that training can reach the kernel.")
+CONV_ALL_RAISED = generic("raised_exception",
+                          "Your `conv2d` raised an exception for every call.")
+CONV_TYPE = generic("wrong_return_type", "For {case} your `conv2d` returned {got}; it must "
+                                         "return the output as a tensor.{forgot}")
+CONV_WRONG = generic(
+    "wrong_value",
+    "For {case} your result differs from `F.conv2d`: first values {got} instead of {want}, "
+    "largest difference {gap:.4g} at flat index {index}. Check which input pixel each kernel "
+    "weight multiplies, and that every input channel is summed into every output channel.")
 
 CONV2D = Exercise(
     "conv2d",
@@ -159,13 +168,12 @@ def grade_conv2d(judge: Judge, conv2d: Any, *, data: str = "toy") -> None:
         if ok:
             results.append((case, out))
     if not results:
-        judge.stop("raised_exception", "Your `conv2d` raised an exception for every call.")
+        judge.stop(CONV_ALL_RAISED)
     wrong_type = next(((c, out) for c, out in results if not isinstance(out, torch.Tensor)), None)
     forgot = " Did you forget `return`?" if wrong_type and wrong_type[1] is None else ""
-    judge.require("tensor", wrong_type is None, "wrong_return_type",
-                  f"For {wrong_type[0].describe() if wrong_type else ''} your `conv2d` returned "
-                  f"{kind(wrong_type[1] if wrong_type else None)}; it must return the output as "
-                  f"a tensor.{forgot}")
+    judge.require("tensor", wrong_type is None, CONV_TYPE,
+                  case=wrong_type[0].describe() if wrong_type else "",
+                  got=kind(wrong_type[1] if wrong_type else None), forgot=forgot)
     judge.check("by_hand", not spy.seen, LIBRARY,
                 operators=", ".join(f"`{name}`" for name in spy.seen))
     shaped = _check_shapes(judge, results)
@@ -181,9 +189,9 @@ def _check_shapes(judge: Judge, results: list[tuple[Case, torch.Tensor]]
     right = [(c, out) for c, out in results if out.shape == c.run(_library).shape]
     if wrong:
         case, out = wrong[0]
-        _explain(judge, "shape", case, out, lambda a, b: a.shape == b.shape,
-                 CONV_SHAPE.say(case=case.describe(), got=shape(out),
-                                want=shape(case.run(_library))))
+        _explain(judge, "shape", case, out, lambda a, b: a.shape == b.shape, CONV_SHAPE,
+                 {"case": case.describe(), "got": shape(out),
+                  "want": shape(case.run(_library))})
     else:
         judge.check("shape", True)
     return right
@@ -200,20 +208,20 @@ def _check_values(judge: Judge, results: list[tuple[Case, torch.Tensor]]) -> boo
     want = case.run(_library)
     if out.shape == want.shape:
         gap = (out.detach() - want).abs()
-        generic = (f"For {case.describe()} your result differs from `F.conv2d`: first values "
-                   f"{first_values(out)} instead of {first_values(want)}, largest difference "
-                   f"{float(gap.max()):.4g} at flat index {int(gap.flatten().argmax())}. Check "
-                   "which input pixel each kernel weight multiplies, and that every input "
-                   "channel is summed into every output channel.")
+        _explain(judge, "value", case, out, _same_outputs, CONV_WRONG,
+                 {"case": case.describe(), "got": first_values(out), "want": first_values(want),
+                  "gap": float(gap.max()), "index": int(gap.flatten().argmax())})
     else:
-        generic = CONV_SHAPE.say(case=case.describe(), got=shape(out), want=shape(want))
-    _explain(judge, "value", case, out, _same_outputs, generic)
+        _explain(judge, "value", case, out, _same_outputs, CONV_SHAPE,
+                 {"case": case.describe(), "got": shape(out), "want": shape(want)})
     return False
 
 
 def _explain(judge: Judge, check: str, case: Case, out: torch.Tensor,
-             same: Callable[[torch.Tensor, torch.Tensor], bool], otherwise: str) -> None:
-    """Fails ``check``, naming the first known mistake that reproduces ``out`` on ``case``."""
+             same: Callable[[torch.Tensor, torch.Tensor], bool], otherwise: Misconception,
+             evidence: dict[str, Any]) -> None:
+    """Fails ``check``, naming the first known mistake that reproduces ``out`` on ``case``;
+    else with ``otherwise``, filled with ``evidence``."""
     described = case.describe()
     for mistake in (FLIPPED, NO_BIAS):
         produced = mistake.produces(case)
@@ -228,8 +236,7 @@ def _explain(judge: Judge, check: str, case: Case, out: torch.Tensor,
             what = "has the shape of" if check == "shape" else "equals"
             judge.fail(check, mistake, case=described, what=what, used=used)
             return
-    wrong_shape = out.shape != case.run(_library).shape
-    judge.check(check, False, CONV_SHAPE.code if wrong_shape else "wrong_value", otherwise)
+    judge.fail(check, otherwise, **evidence)
 
 
 def _check_gradients(judge: Judge, conv2d: Any, cases: list[Case], correct: bool,

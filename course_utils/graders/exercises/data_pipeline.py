@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import first_values, generator, kind, shape
 from course_utils.graders.judge import Judge
 
@@ -19,6 +19,25 @@ from course_utils.graders.judge import Judge
 
 IMAGES = 12
 PROBED = (0, 5, IMAGES - 1)  # items read without a transform
+
+DATASET_NOT_A_CLASS = generic(
+    "wrong_return_type",
+    "`AugmentedDataset` should be a class, but it is {got}: pass the class itself, without "
+    "parentheses; the check builds its own datasets.")
+NOT_A_DATASET = generic(
+    "wrong_return_type",
+    "`AugmentedDataset(images, labels)` made {got}, which has no `__len__` and `__getitem__`: a "
+    "map-style dataset needs both (subclassing `torch.utils.data.Dataset` is the usual way).")
+WRONG_ITEM = generic(
+    "wrong_value",
+    "`dataset[{index}]` should be image {index} and label {want} when no transform is given; it "
+    "was ({image}, label {got}). Index the images and the labels with the same `index`, and "
+    "leave the image as it is without a transform.")
+WRONG_TRANSFORM = generic(
+    "wrong_value",
+    "With a transform that adds 1 at its first call, 2 at its second and so on, "
+    "`dataset[{index}]` returned {got} for image {index}, which starts {image}: pass the image "
+    "being read, `self.images[index]`, to the transform, once.")
 
 AUGMENTED_DATASET = Exercise(
     "AugmentedDataset",
@@ -71,20 +90,15 @@ def grade_augmented_dataset(judge: Judge, student: Any, *, data: str = "toy") ->
     images = torch.rand(IMAGES, 1, 28, 28, generator=gen)
     labels = torch.randint(0, 10, (IMAGES,), generator=gen)
     if not isinstance(student, type):
-        judge.require("dataset", False, "wrong_return_type",
-                      f"`AugmentedDataset` should be a class, but it is {kind(student)}: pass "
-                      "the class itself, without parentheses; the check builds its own datasets.")
+        judge.require("dataset", False, DATASET_NOT_A_CLASS, got=kind(student))
     with judge.context("building `AugmentedDataset(images, labels)`"):
         plain = judge.call(student, images, labels)
     judge.require("dataset", hasattr(plain, "__len__") and hasattr(plain, "__getitem__"),
-                  "wrong_return_type",
-                  f"`AugmentedDataset(images, labels)` made {kind(plain)}, which has no "
-                  "`__len__` and `__getitem__`: a map-style dataset needs both (subclassing "
-                  "`torch.utils.data.Dataset` is the usual way).")
+                  NOT_A_DATASET, got=kind(plain))
     ok, length = judge.attempt("length", len, plain, doing="calling `len()` on your dataset")
     if ok:
-        judge.check("length", length == IMAGES, "wrong_length",
-                    AUGMENTED_DATASET.mistakes("wrong_length")[0].say(got=length, want=IMAGES))
+        judge.check("length", length == IMAGES, *AUGMENTED_DATASET.mistakes("wrong_length"),
+                    got=length, want=IMAGES)
     for index in PROBED:
         ok, item = judge.attempt("item", plain.__getitem__, index,
                                  doing=f"reading item {index} of a dataset without a transform")
@@ -98,21 +112,17 @@ def _check_item(judge: Judge, item: Any, index: int, images: torch.Tensor,
     """Judges "item" on one item read without a transform."""
     (wrong_type,) = AUGMENTED_DATASET.mistakes("wrong_item_type")
     if not (isinstance(item, (tuple, list)) and len(item) == 2):
-        return judge.check("item", False, wrong_type.code, wrong_type.say(index=index,
-                                                                          got=kind(item)))
+        return judge.fail("item", wrong_type, index=index, got=kind(item))
     image, label = item
     if not _is_label(label):
         got = f"a pair whose label is {kind(label)}"
         if isinstance(label, torch.Tensor):
             got += f" of dtype {label.dtype}"
-        return judge.check("item", False, wrong_type.code, wrong_type.say(index=index, got=got))
+        return judge.fail("item", wrong_type, index=index, got=got)
     same_image = isinstance(image, torch.Tensor) and image.shape == images[index].shape \
         and torch.equal(image, images[index])
-    return judge.check("item", same_image and int(label) == int(labels[index]), "wrong_value",
-                       f"`dataset[{index}]` should be image {index} and label "
-                       f"{int(labels[index])} when no transform is given; it was "
-                       f"({kind(image)}, label {int(label)}). Index the images and the labels "
-                       "with the same `index`, and leave the image as it is without a transform.")
+    return judge.check("item", same_image and int(label) == int(labels[index]), WRONG_ITEM,
+                       index=index, want=int(labels[index]), image=kind(image), got=int(label))
 
 
 def _check_transform(judge: Judge, student: Any, images: torch.Tensor,
@@ -129,30 +139,41 @@ def _check_transform(judge: Judge, student: Any, images: torch.Tensor,
             item = judge.call(dataset.__getitem__, index, check="transform")
         if not (isinstance(item, (tuple, list)) and len(item) == 2
                 and isinstance(item[0], torch.Tensor) and item[0].shape == images[index].shape):
-            judge.stop("wrong_item_type", AUGMENTED_DATASET.mistakes("wrong_item_type")[0].say(
-                index=index, got=kind(item)))
+            judge.stop(*AUGMENTED_DATASET.mistakes("wrong_item_type"), index=index,
+                       got=kind(item))
         reads.append(item[0])
     added = reads[0] - images[index]
     constant = torch.allclose(added, added.flatten()[0].expand_as(added))
     if torch.equal(reads[0], images[index]):
-        judge.require("transform", False, "transform_ignored",
-                      AUGMENTED_DATASET.mistakes("transform_ignored")[0].say(index=index))
-    judge.require("transform", constant and float(added.flatten()[0]) >= 1, "wrong_value",
-                  f"With a transform that adds 1 at its first call, 2 at its second and so on, "
-                  f"`dataset[{index}]` returned {first_values(reads[0])} for image {index}, "
-                  f"which starts {first_values(images[index])}: pass the image being read, "
-                  "`self.images[index]`, to the transform, once.")
+        judge.require("transform", False, *AUGMENTED_DATASET.mistakes("transform_ignored"),
+                      index=index)
+    judge.require("transform", constant and float(added.flatten()[0]) >= 1, WRONG_TRANSFORM,
+                  index=index, got=first_values(reads[0]), image=first_values(images[index]))
     fresh = not torch.equal(reads[0], reads[1])
     how = (f"the transform ran {at_init} times while the dataset was built and never when an "
            "item was read." if at_init else "the transformed image was kept and returned again.")
-    judge.check("fresh", fresh, "transform_at_init",
-                AUGMENTED_DATASET.mistakes("transform_at_init")[0].say(index=index, how=how))
+    judge.check("fresh", fresh, *AUGMENTED_DATASET.mistakes("transform_at_init"), index=index,
+                how=how)
 
 
 # ============================================================================ pad_collate
 
 LENGTHS = (3, 6, 1, 4)  # not sorted, so an order change shows
 FEATURES = 2
+
+NOT_A_TRIPLE = generic("wrong_return_type", "Your `pad_collate` returned {got}; return the tuple "
+                                            "`(padded, lengths, labels)` of three tensors.")
+WRONG_PADDED = generic(
+    "wrong_value",
+    "`padded` is {got} of dtype {dtype}; for sequences of lengths {lengths} with {features} "
+    "features each it should be a float tensor of shape {want}: (batch, longest, features).")
+UNKNOWN_ROW = generic("wrong_value", "Row {row} of `padded` begins {got} (first feature), which "
+                                     "is none of the batch's sequences: copy each sequence "
+                                     "whole into its own row.")
+REPEATED_ROWS = generic("wrong_value", "Your rows hold the sequences {order} of the batch: each "
+                                       "sequence should appear in exactly one row.")
+WRONG_LABELS = generic("wrong_value", "`{name}` is {kind} of dtype {dtype}, values {values}; for "
+                                      "your rows it should be the int64 values {want}.")
 
 PAD_COLLATE = Exercise(
     "pad_collate",
@@ -203,28 +224,23 @@ def grade_pad_collate(judge: Judge, student: Any, *, data: str = "toy") -> None:
         out = judge.call(student, list(batch))
     tensors = isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out)
     if tensors and len(out) == 2:
-        judge.require("returns", False, "lengths_missing",
-                      PAD_COLLATE.mistakes("lengths_missing")[0].say(got=kind(out)))
-    judge.require("returns", tensors and len(out) == 3, "wrong_return_type",
-                  f"Your `pad_collate` returned {kind(out)}; return the tuple "
-                  "`(padded, lengths, labels)` of three tensors.")
+        judge.require("returns", False, *PAD_COLLATE.mistakes("lengths_missing"), got=kind(out))
+    judge.require("returns", tensors and len(out) == 3, NOT_A_TRIPLE, got=kind(out))
     padded, lengths, labels = out
     want = (len(LENGTHS), max(LENGTHS), FEATURES)
     if tuple(padded.shape) == (want[1], want[0], want[2]):
-        judge.require("shape", False, "not_batch_first", PAD_COLLATE.mistakes(
-            "not_batch_first")[0].say(got=shape(padded), want=shape(want)))
+        judge.require("shape", False, *PAD_COLLATE.mistakes("not_batch_first"),
+                      got=shape(padded), want=shape(want))
     judge.require("shape", tuple(padded.shape) == want and padded.is_floating_point(),
-                  "wrong_value",
-                  f"`padded` is {kind(padded)} of dtype {padded.dtype}; for sequences of lengths "
-                  f"{list(LENGTHS)} with {FEATURES} features each it should be a float tensor of "
-                  f"shape {shape(want)}: (batch, longest, features).")
+                  WRONG_PADDED, got=kind(padded), dtype=str(padded.dtype), lengths=list(LENGTHS),
+                  features=FEATURES, want=shape(want))
     order = _rows(judge, padded, batch)
     if order is None:
         return
     _check_column(judge, "lengths", lengths, [LENGTHS[i] for i in order], order,
-                  list(LENGTHS), "wrong_lengths")
+                  list(LENGTHS), *PAD_COLLATE.mistakes("wrong_lengths"))
     _check_column(judge, "labels", labels, [batch[i][1] for i in order], order,
-                  [label for _, label in batch], "wrong_value")
+                  [label for _, label in batch], WRONG_LABELS)
 
 
 def _rows(judge: Judge, padded: torch.Tensor, batch: list[tuple[torch.Tensor, int]],
@@ -241,25 +257,19 @@ def _rows(judge: Judge, padded: torch.Tensor, batch: list[tuple[torch.Tensor, in
             index = at_start[0]
             rest = values[len(batch[index][0]):]
             if rest.any() and judge.pending() == "padding":  # the first such row tells all
-                judge.check("padding", False, "wrong_padding_value", PAD_COLLATE.mistakes(
-                    "wrong_padding_value")[0].say(row=row, index=index, got=first_values(rest)))
+                judge.fail("padding", *PAD_COLLATE.mistakes("wrong_padding_value"), row=row,
+                           index=index, got=first_values(rest))
         elif at_end:
             index = at_end[0]
             if judge.pending() == "padding":
-                judge.check("padding", False, "wrong_padding_side", PAD_COLLATE.mistakes(
-                    "wrong_padding_side")[0].say(row=row, index=index,
-                                                 got=first_values(values[:, 0], longest)))
+                judge.fail("padding", *PAD_COLLATE.mistakes("wrong_padding_side"), row=row,
+                           index=index, got=first_values(values[:, 0], longest))
         else:
-            judge.check("padding", False, "wrong_value",
-                        f"Row {row} of `padded` begins {first_values(values[:, 0], longest)} "
-                        "(first feature), which is none of the batch's sequences: copy each "
-                        "sequence whole into its own row.")
+            judge.fail("padding", UNKNOWN_ROW, row=row, got=first_values(values[:, 0], longest))
             return None
         order.append(index)
     if sorted(order) != list(range(len(batch))):
-        judge.check("padding", False, "wrong_value",
-                    f"Your rows hold the sequences {order} of the batch: each sequence should "
-                    "appear in exactly one row.")
+        judge.fail("padding", REPEATED_ROWS, order=order)
         return None
     if judge.pending() == "padding":
         judge.check("padding", True)
@@ -267,25 +277,30 @@ def _rows(judge: Judge, padded: torch.Tensor, batch: list[tuple[torch.Tensor, in
 
 
 def _check_column(judge: Judge, name: str, got: torch.Tensor, want: list[int],
-                  order: list[int], unsorted: list[int], code: str) -> None:
+                  order: list[int], unsorted: list[int], mistake: Misconception) -> None:
     """Judges "lengths" or "labels": one int64 value per row, for the sequence in that row."""
     values = got.tolist() if got.dim() == 1 else None
     if values == unsorted and order != sorted(order):
-        judge.check(name, False, "sorted_without_labels",
-                    PAD_COLLATE.mistakes("sorted_without_labels")[0].say(
-                        order=order, what=f"`{name}`", got=values))
+        judge.fail(name, *PAD_COLLATE.mistakes("sorted_without_labels"), order=order,
+                   what=f"`{name}`", got=values)
         return
-    judge.check(name, values == want and got.dtype == torch.int64, code,
-                f"`{name}` is {kind(got)} of dtype {got.dtype}, values {first_values(got, 8)}; "
-                f"for your rows it should be the int64 values {want}." if code == "wrong_value"
-                else PAD_COLLATE.mistakes(code)[0].say(
-                    got=f"{first_values(got, 8)} of dtype {got.dtype}", want=want))
+    judge.check(name, values == want and got.dtype == torch.int64, mistake, name=name,
+                kind=kind(got), dtype=str(got.dtype), values=first_values(got, 8),
+                got=f"{first_values(got, 8)} of dtype {got.dtype}", want=want)
 
 
 # ============================================================================ make_loader
 
 SAMPLES, BATCH, WORKERS, EPOCHS = 24, 4, 2, 2
 SOURCES = ("`random`", "`numpy.random`", "`torch`", "the dataset's own NumPy generator")
+
+NOT_A_LOADER = generic("wrong_return_type", "`make_loader` returned {got}; return a "
+                                            "`torch.utils.data.DataLoader`.")
+WRONG_SETTINGS = generic(
+    "wrong_value",
+    "Asked for batches of {batch} and {workers} workers, your loader has "
+    "`batch_size={got_batch}` and `num_workers={got_workers}`: pass both arguments on to the "
+    "`DataLoader`.")
 
 MAKE_LOADER = Exercise(
     "make_loader",
@@ -376,14 +391,10 @@ def _run(judge: Judge, make_loader: Any, seed: int, state: int, epochs: int = EP
 
 
 def _check_loader(judge: Judge, loader: Any) -> None:
-    judge.require("loader", isinstance(loader, DataLoader), "wrong_return_type",
-                  f"`make_loader` returned {kind(loader)}; return a "
-                  "`torch.utils.data.DataLoader`.")
+    judge.require("loader", isinstance(loader, DataLoader), NOT_A_LOADER, got=kind(loader))
     judge.require("loader", loader.batch_size == BATCH and loader.num_workers == WORKERS,
-                  "wrong_value",
-                  f"Asked for batches of {BATCH} and {WORKERS} workers, your loader has "
-                  f"`batch_size={loader.batch_size}` and `num_workers={loader.num_workers}`: "
-                  "pass both arguments on to the `DataLoader`.")
+                  WRONG_SETTINGS, batch=BATCH, workers=WORKERS, got_batch=loader.batch_size,
+                  got_workers=loader.num_workers)
 
 
 def _use_fork(loader: DataLoader) -> None:
@@ -409,8 +420,8 @@ def grade_make_loader(judge: Judge, student: Any, *, data: str = "toy") -> None:
     first = _run(judge, student, seed, state=1)
     (no_shuffle,) = MAKE_LOADER.mistakes("no_shuffle")
     shuffled = first[0].order != list(range(SAMPLES))
-    judge.check("shuffles", shuffled, no_shuffle.code,
-                no_shuffle.say(got=first_values(torch.tensor(first[0].order), 8)))
+    judge.check("shuffles", shuffled, no_shuffle,
+                got=first_values(torch.tensor(first[0].order), 8))
     again = _run(judge, student, seed, state=2)
     same_state = None
     if _order(first) != _order(again) or not _same_draws(first, again):
@@ -423,8 +434,7 @@ def grade_make_loader(judge: Judge, student: Any, *, data: str = "toy") -> None:
     if shuffled:
         _check_seed(judge, student, seed, other, first)
     else:
-        judge.check("seed", False, no_shuffle.code,
-                    no_shuffle.say(got=first_values(torch.tensor(first[0].order), 8)))
+        judge.fail("seed", no_shuffle, got=first_values(torch.tensor(first[0].order), 8))
     _check_workers(judge, first)
 
 
@@ -440,26 +450,24 @@ def _check_reproducible(judge: Judge, name: str, seed: int, first: list[_Epoch],
         return
     if same_state is not None and not same(first, same_state):
         (mistake,) = MAKE_LOADER.mistakes("not_reproducible")
-        message = mistake.say(seed=seed, what=what, first=describe(first),
-                              second=describe(same_state))
+        judge.fail(name, mistake, seed=seed, what=what, first=describe(first),
+                   second=describe(same_state))
     else:
         (mistake,) = MAKE_LOADER.mistakes("global_seed_only")
         why = ("the shuffle draws from torch's global generator." if name == "order" else
                "the workers' seeds come from torch's global generator, because the "
                "`DataLoader` itself has no `generator` of its own (a sampler's generator "
                "does not seed the workers).")
-        message = mistake.say(seed=seed, what=what, first=describe(first),
-                              second=describe(again), why=why)
-    judge.check(name, False, mistake.code, message)
+        judge.fail(name, mistake, seed=seed, what=what, first=describe(first),
+                   second=describe(again), why=why)
 
 
 def _check_seed(judge: Judge, student: Any, seed: int, other: int,
                 first: list[_Epoch]) -> None:
     (ignored,) = MAKE_LOADER.mistakes("seed_ignored")
     changed = _run(judge, student, other, state=1, epochs=1)
-    judge.check("seed", changed[0].order != first[0].order, ignored.code,
-                ignored.say(seed=seed, other=other,
-                            got=first_values(torch.tensor(first[0].order), 8)))
+    judge.check("seed", changed[0].order != first[0].order, ignored, seed=seed, other=other,
+                got=first_values(torch.tensor(first[0].order), 8))
 
 
 def _check_workers(judge: Judge, epochs: list[_Epoch]) -> None:
@@ -484,8 +492,7 @@ def _check_workers(judge: Judge, epochs: list[_Epoch]) -> None:
         n = min(len(a), len(b))
         for column, source in enumerate(SOURCES):
             if n and torch.equal(a[:n, column], b[:n, column]):
-                judge.check("workers", False, shared.code,
-                            shared.say(who=who, source=source,
-                                       got=first_values(a[:n, column], 3), why=why))
+                judge.fail("workers", shared, who=who, source=source,
+                           got=first_values(a[:n, column], 3), why=why)
                 return
     judge.check("workers", True)

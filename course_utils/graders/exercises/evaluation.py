@@ -20,7 +20,7 @@ from course_utils.graders.modes import (EVAL_CHECKS, EVAL_MISTAKES, IGNORES_LOAD
                                         check_train_mode, check_unchanged, require_loader_used)
 from course_utils.graders.recording import Pass, Recorder, count
 from course_utils.graders.sandbox import steady_conditions
-from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
+from course_utils.graders.steps import (STEP_CHECKS, STEP_MISTAKES, step_before_backward,
                                         check_training)
 from course_utils.graders.toys import classification_loader, classification_net
 from course_utils.graders.values import LOSS_TENSOR, NUMBER_CHECKS, check_numbers, first_mismatch
@@ -195,7 +195,7 @@ def grade_fit(judge: Judge, fit: Callable[..., Any], *, data: str) -> None:
     val = recorder.loader(setup.val, "val_loader", keep_batches=True)
     loss_fn = nn.CrossEntropyLoss()
     model = recorder.model.eval()
-    with judge.context("running `fit`", STEP_BEFORE_BACKWARD_ERRORS):
+    with judge.context("running `fit`", [step_before_backward(recorder)]):
         history = judge.call(fit, model, train, val, loss_fn, optimizer, setup.epochs)
 
     who = "Your `fit`"

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from course_utils.graders.declare import Check, Exercise, Misconception
+from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import close, first_values, generator, kind, number, shape
 from course_utils.graders.judge import Judge
 
@@ -25,6 +25,63 @@ SHAPE = Misconception("wrong_output_shape", "model output has the wrong shape")
 ARCHITECTURE = Misconception("wrong_architecture", "model layers differ from the ones asked for")
 DETACHED = Misconception("detached_result",
                          "result (loss or model output) is cut off from the autograd graph")
+OBJECT_NOT_CLASS = generic(
+    "wrong_return_type",
+    "You passed a model object (an instance of `{name}`), not the class: pass `{name}` itself, "
+    "without parentheses; the check builds its own models.")
+NOT_A_CLASS = generic("wrong_return_type", "`{name}` should be a class that inherits from "
+                                           "`nn.Module`, but it is {got}.")
+NOT_A_MODULE = generic(
+    "wrong_return_type",
+    "`{name}()` made {got}, which is not an `nn.Module`: let the class inherit from `nn.Module` "
+    "and call `super().__init__()` first in `__init__`.")
+NO_FORWARD = generic(
+    "raised_exception",
+    "`model(x)` cannot run: `{name}` has no method named `forward`{guess}. Calling a model runs "
+    "its `forward` method, so the computation goes there.")
+NO_PARAMETERS = ARCHITECTURE.saying(
+    "Your `{name}` has no parameters at all, so there is nothing to train. Layers kept in a "
+    "plain Python list, or created inside `forward`, are not registered with the model: create "
+    "each layer in `__init__` and assign it to an attribute of `self` (an `nn.Sequential` "
+    "counts).")
+WRONG_PARAMETERS = ARCHITECTURE.saying(
+    "Your `{name}` has {tensors} parameter tensors with shapes {shapes}: {count:,} numbers in "
+    "all. {arrow} needs a weight matrix and a bias vector for each of its {layers} linear "
+    "layers, {wanted_count:,} numbers. Check the input and output size of each `nn.Linear` and "
+    "that no extra layer is left over.")
+NO_OUTPUT = generic("wrong_return_type", "For {label} of shape {input_shape} your model returned "
+                                         "{got}: `forward` must `return` the output tensor.")
+WRONG_SHAPE = SHAPE.saying(
+    "For a batch of {batch} {label} of shape {input_shape} your model returned shape {got}; the "
+    "exercise asks for {want}, one row of {outputs} output{plural} per sample. Keep the batch as "
+    "the first dimension (flatten each sample, not the whole batch) and do not squeeze the "
+    "result.")
+SOFTMAX = Misconception(
+    "softmax_in_model", "softmax inside the model instead of raw logits",
+    "Every row of your model's output is non-negative and sums to 1 (first row {row}, sum "
+    "{total}): these are softmax probabilities. The model should return raw logits: "
+    "`nn.CrossEntropyLoss` applies log-softmax itself, and squashing the outputs first makes "
+    "learning slow. A `log_softmax` at the end is fine.")
+NO_RELU = ARCHITECTURE.saying(
+    "Your model's output equals its linear layers applied one after the other with nothing "
+    "between them: the ReLU after each hidden layer is missing. Stacked linear layers without a "
+    "nonlinearity collapse into a single linear function.")
+RELU_AT_END = ARCHITECTURE.saying(
+    "Your model applies a ReLU after its last layer too, so it can never output a negative "
+    "number. The last layer's output is the result and must be free to take any sign; the ReLU "
+    "belongs after the hidden layers only.")
+WRONG_FORWARD = ARCHITECTURE.saying(
+    "With your model's own layers, {arrow} with a ReLU after each hidden layer gives {want} for "
+    "the first sample, but your model returned {got}. Check that the layers run in order, each "
+    "exactly once, with a ReLU between them.")
+NO_GRAPH = DETACHED.saying(
+    "Your model's output is not connected to the autograd graph (`output.grad_fn` is None), so "
+    "training could never change the weights. Look in `forward` for `torch.no_grad()`, "
+    "`.detach()`, `.data`, `.item()` or a detour through numpy.")
+NO_GRADIENT = DETACHED.saying(
+    "After `backward()` these parameters have no gradient: {names}. They are not used in "
+    "`forward`, are frozen (`requires_grad=False`), or their result is cut off from the graph, "
+    "so training would never change them.")
 
 
 def runs_on(label: str) -> Check:
@@ -40,7 +97,7 @@ MNIST_MLP = Exercise(
     [*MODULE_CHECKS, runs_on("images"), runs_on("flattened images"),
      Check("no_softmax", "returns logits, not probabilities"), *MODEL_CHECKS],
     [SHAPE, ARCHITECTURE,
-     Misconception("softmax_in_model", "softmax inside the model instead of raw logits"),
+     SOFTMAX,
      DETACHED])
 
 
@@ -89,23 +146,17 @@ def instantiate(judge: Judge, student: Any, name: str) -> nn.Module:
     built) fails it and scores 0.
     """
     if isinstance(student, nn.Module):
-        judge.require("module", False, "wrong_return_type",
-                      f"You passed a model object (an instance of `{name}`), not the class: pass "
-                      f"`{name}` itself, without parentheses; the check builds its own models.")
+        judge.require("module", False, OBJECT_NOT_CLASS, name=name)
     if not isinstance(student, type):
-        judge.require("module", False, "wrong_return_type",
-                      f"`{name}` should be a class that inherits from `nn.Module`, but it is "
-                      f"{kind(student)}.")
+        judge.require("module", False, NOT_A_CLASS, name=name, got=kind(student))
     model = judge.call(student)
-    judge.require("module", isinstance(model, nn.Module), "wrong_return_type",
-                  f"`{name}()` made {kind(model)}, which is not an `nn.Module`: let the class "
-                  "inherit from `nn.Module` and call `super().__init__()` first in `__init__`.")
+    judge.require("module", isinstance(model, nn.Module), NOT_A_MODULE, name=name,
+                  got=kind(model))
     own_methods = set(dir(type(model))) - set(dir(nn.Module))
     similar = difflib.get_close_matches("forward", sorted(own_methods), n=1)
     guess = f" (there is a method `{similar[0]}`: a typo?)" if similar else ""
-    judge.require("module", type(model).forward is not nn.Module.forward, "raised_exception",
-                  f"`model(x)` cannot run: `{name}` has no method named `forward`{guess}. "
-                  "Calling a model runs its `forward` method, so the computation goes there.")
+    judge.require("module", type(model).forward is not nn.Module.forward, NO_FORWARD, name=name,
+                  guess=guess)
     return model
 
 
@@ -117,21 +168,15 @@ def _check_parameters(judge: Judge, model: nn.Module, name: str,
     # A weight may be stored either way round ((out, in) as in nn.Linear, or (in, out)).
     found = sorted(tuple(sorted(p.shape)) for p in params)
     wanted = sorted([tuple(sorted(pair)) for pair in pairs] + [(n_out,) for _, n_out in pairs])
-    arrow = " → ".join(map(str, sizes))
     if not params:
-        message = (f"Your `{name}` has no parameters at all, so there is nothing to train. "
-                   "Layers kept in a plain Python list, or created inside `forward`, are not "
-                   "registered with the model: create each layer in `__init__` and assign it to "
-                   "an attribute of `self` (an `nn.Sequential` counts).")
+        ok = judge.check("parameters", found == wanted, NO_PARAMETERS, name=name)
     else:
-        count = sum(p.numel() for p in params)
-        wanted_count = sum(n_in * n_out + n_out for n_in, n_out in pairs)
-        message = (f"Your `{name}` has {len(params)} parameter tensors with shapes "
-                   f"{', '.join(shape(p) for p in params)}: {count:,} numbers in all. "
-                   f"{arrow} needs a weight matrix and a bias vector for each of its "
-                   f"{len(pairs)} linear layers, {wanted_count:,} numbers. Check the input and "
-                   "output size of each `nn.Linear` and that no extra layer is left over.")
-    if not judge.check("parameters", found == wanted, ARCHITECTURE.code, message):
+        ok = judge.check("parameters", found == wanted, WRONG_PARAMETERS, name=name,
+                         tensors=len(params), shapes=", ".join(shape(p) for p in params),
+                         count=sum(p.numel() for p in params), arrow=" → ".join(map(str, sizes)),
+                         layers=len(pairs),
+                         wanted_count=sum(n_in * n_out + n_out for n_in, n_out in pairs))
+    if not ok:
         return None
     layers = []
     for n_in, n_out in pairs:
@@ -158,17 +203,13 @@ def check_output_shapes(judge: Judge, model: nn.Module, name: str, outputs: int,
                                 doing=f"running `{name}` on {label} of shape {shape(x)}")
         if not ok:
             return runs, True
-        judge.require(check, isinstance(out, torch.Tensor), "wrong_return_type",
-                      f"For {label} of shape {shape(x)} your model returned {kind(out)}: "
-                      "`forward` must `return` the output tensor.")
+        judge.require(check, isinstance(out, torch.Tensor), NO_OUTPUT, label=label,
+                      input_shape=shape(x), got=kind(out))
         wanted = (x.shape[0], outputs)
         if tuple(out.shape) != wanted:
-            judge.check(check, False, SHAPE.code,
-                        f"For a batch of {x.shape[0]} {label} of shape {shape(x)} your model "
-                        f"returned shape {shape(out)}; the exercise asks for {wanted}, one row "
-                        f"of {outputs} output{'s' if outputs > 1 else ''} per sample. Keep the "
-                        "batch as the first dimension (flatten each sample, not the whole "
-                        "batch) and do not squeeze the result.")
+            judge.fail(check, WRONG_SHAPE, batch=x.shape[0], label=label, input_shape=shape(x),
+                       got=shape(out), want=str(wanted), outputs=outputs,
+                       plural="s" if outputs > 1 else "")
             return runs, False
         runs.append((x, out))
     judge.check(check, True)
@@ -178,12 +219,8 @@ def check_output_shapes(judge: Judge, model: nn.Module, name: str, outputs: int,
 def check_no_softmax(judge: Judge, out: torch.Tensor) -> None:
     row_sums = out.detach().sum(dim=1)
     probabilities = bool((out >= 0).all()) and close(row_sums, torch.ones_like(row_sums))
-    judge.check("no_softmax", not probabilities, "softmax_in_model",
-                f"Every row of your model's output is non-negative and sums to 1 (first row "
-                f"{first_values(out[0])}, sum {number(row_sums[0])}): these are softmax "
-                "probabilities. The model should return raw logits: `nn.CrossEntropyLoss` "
-                "applies log-softmax itself, and squashing the outputs first makes learning "
-                "slow. A `log_softmax` at the end is fine.")
+    judge.check("no_softmax", not probabilities, SOFTMAX, row=first_values(out[0]),
+                total=number(row_sums[0]))
 
 
 def _forward(layers: list[Layer], x: torch.Tensor, hidden: Callable[[torch.Tensor], torch.Tensor],
@@ -216,24 +253,16 @@ def _check_forward(judge: Judge, layers: list[Layer], sizes: Sizes,
     if any(same(variant) for variant in accepted):
         judge.check("forward", True)
         return
-    arrow = " → ".join(map(str, sizes))
     if same(lambda x: _forward(layers, x, keep, keep)):
-        message = ("Your model's output equals its linear layers applied one after the other with "
-                   "nothing between them: the ReLU after each hidden layer is missing. Stacked "
-                   "linear layers without a nonlinearity collapse into a single linear function.")
+        judge.fail("forward", NO_RELU)
     elif same(lambda x: _forward(layers, x, torch.relu, torch.relu)):
-        message = ("Your model applies a ReLU after its last layer too, so it can never output a "
-                   "negative number. The last layer's output is the result and must be free to "
-                   "take any sign; the ReLU belongs after the hidden layers only.")
+        judge.fail("forward", RELU_AT_END)
     else:
         x, out = runs[0]
         with torch.no_grad():
             expected = reference(x)
-        message = (f"With your model's own layers, {arrow} with a ReLU after each hidden layer "
-                   f"gives {first_values(expected[0])} for the first sample, but your model "
-                   f"returned {first_values(out[0])}. Check that the layers run in order, each "
-                   "exactly once, with a ReLU between them.")
-    judge.check("forward", False, ARCHITECTURE.code, message)
+        judge.fail("forward", WRONG_FORWARD, arrow=" → ".join(map(str, sizes)),
+                   want=first_values(expected[0]), got=first_values(out[0]))
 
 
 def check_gradients_flow(judge: Judge, model: nn.Module, name: str, x: torch.Tensor) -> None:
@@ -243,11 +272,7 @@ def check_gradients_flow(judge: Judge, model: nn.Module, name: str, x: torch.Ten
         if not ok:
             return
         if out.grad_fn is None:
-            judge.check("gradients_flow", False, DETACHED.code,
-                        "Your model's output is not connected to the autograd graph "
-                        "(`output.grad_fn` is None), so training could never change the "
-                        "weights. Look in `forward` for `torch.no_grad()`, `.detach()`, `.data`, "
-                        "`.item()` or a detour through numpy.")
+            judge.fail("gradients_flow", NO_GRAPH)
             return
         model.zero_grad(set_to_none=True)
         ok, _ = judge.attempt("gradients_flow", out.sum().backward,
@@ -255,8 +280,5 @@ def check_gradients_flow(judge: Judge, model: nn.Module, name: str, x: torch.Ten
                                     "`backward()`")
     if ok:
         missing = [param for param, value in model.named_parameters() if value.grad is None]
-        judge.check("gradients_flow", not missing, DETACHED.code,
-                    f"After `backward()` these parameters have no gradient: "
-                    f"{', '.join(f'`{m}`' for m in missing)}. They are not used in `forward`, "
-                    "are frozen (`requires_grad=False`), or their result is cut off from the "
-                    "graph, so training would never change them.")
+        judge.check("gradients_flow", not missing, NO_GRADIENT,
+                    names=", ".join(f"`{m}`" for m in missing))

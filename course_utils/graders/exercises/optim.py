@@ -8,24 +8,49 @@ import torch
 
 from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import close, first_values, generator, number, ratio
-from course_utils.graders.judge import Judge
+from course_utils.graders.judge import Judge, KnownError
+from course_utils.graders.sandbox import raised_by_student
 
 _LEARNING_RATE = 0.1
 
-_TRACKED_UPDATE = (
-    "a leaf Variable that requires grad is being used in an in-place operation",
-    ("update_tracked_by_autograd",
-     "Your update changes a parameter in place while autograd is recording. PyTorch refuses: "
-     "a parameter is a leaf of the graph that requires grad, and the update is not part of the "
-     "model's computation. Do the update inside a `with torch.no_grad():` block, so autograd "
-     "does not record it."))
+TRACKED_UPDATE = Misconception(
+    "update_tracked_by_autograd", "update recorded by autograd (no torch.no_grad())",
+    "Your update changes a parameter in place while autograd is recording. PyTorch refuses: "
+    "a parameter is a leaf of the graph that requires grad, and the update is not part of the "
+    "model's computation. Do the update inside a `with torch.no_grad():` block, so autograd "
+    "does not record it.")
+NONE_GRAD = Misconception(
+    "none_grad_crash", "crashes on parameters without a gradient",
+    "Your code crashed on a parameter whose `.grad` is None. A parameter that took no part in "
+    "the loss (an unused or frozen layer) has no gradient after `backward()`: skip such "
+    "parameters instead of updating them.")
 
-_NONE_GRAD = (
-    "NoneType",
-    ("none_grad_crash",
-     "Your code crashed on a parameter whose `.grad` is None. A parameter that took no part in "
-     "the loss (an unused or frozen layer) has no gradient after `backward()`: skip such "
-     "parameters instead of updating them."))
+
+def _held(error: BaseException) -> list[Any]:
+    """What the student's line that raised ``error`` held, lists and tuples opened; nothing when
+    a library function raised it."""
+    values = list((raised_by_student(error) or {}).values())
+    return values + [v for held in values if isinstance(held, (list, tuple)) for v in held]
+
+
+def _on_a_leaf(error: BaseException) -> bool:
+    # Autograd refuses in the in-place operation itself, in the student's own line, which holds
+    # a leaf that requires grad.
+    return any(isinstance(v, torch.Tensor) and v.is_leaf and v.requires_grad
+               for v in _held(error))
+
+
+def _on_a_missing_grad(error: BaseException) -> bool:
+    # `.grad` used where it is None: an attribute of None, or an operation in the student's line
+    # on None or on a parameter whose `.grad` is None.
+    if isinstance(error, AttributeError):
+        return error.obj is None
+    return any(v is None or isinstance(v, torch.Tensor) and v.requires_grad and v.grad is None
+               for v in _held(error))
+
+
+_TRACKED_UPDATE = KnownError(TRACKED_UPDATE, RuntimeError, when=_on_a_leaf)
+_NONE_GRAD = KnownError(NONE_GRAD, (TypeError, AttributeError), when=_on_a_missing_grad)
 
 
 NOT_IN_PLACE = Misconception(
@@ -42,8 +67,7 @@ GRADIENTS_CHANGED = Misconception(
     "only read the gradients: clearing them is `zero_grad()`'s job, at its own place in the "
     "training loop, and scaling them in place changes what other code (gradient clipping, "
     "logging) sees.")
-GRADIENT_FILLED = Misconception(
-    "modifies_gradients", GRADIENTS_CHANGED.plain,
+GRADIENT_FILLED = GRADIENTS_CHANGED.saying(
     "`params[1]` had no gradient (`.grad` was None), and after your step its `.grad` is {now}. "
     "Leave `.grad` as it is; a parameter without a gradient is simply skipped.")
 WRONG_STEP = generic("wrong_value", "{values}, but it holds {got}{times}. One step moves each "
@@ -65,9 +89,7 @@ SGD_STEP = Exercise(
      Check("skips_none", "leaves a parameter whose `.grad` is None untouched"),
      Check("updates_rest", "still updates the parameters after one without a gradient")],
     [NOT_IN_PLACE, ASCENT,
-     Misconception("update_tracked_by_autograd",
-                   "update recorded by autograd (no torch.no_grad())"),
-     Misconception("none_grad_crash", "crashes on parameters without a gradient"),
+     TRACKED_UPDATE, NONE_GRAD,
      GRADIENTS_CHANGED, GRADIENT_FILLED])
 
 
@@ -77,13 +99,13 @@ def grade_sgd_step(judge: Judge, student: Any, *, data: str = "toy") -> None:
     gen = generator(judge.seed)
     params = _parameters(gen, [(3, 4), (4,)], [True, True])
     _step(judge, student, params, "updating parameters that all have gradients",
-          dict([_TRACKED_UPDATE]))
+          [_TRACKED_UPDATE])
     updated = _check_updates(judge, params)
     _check_gradients_kept(judge, params)
 
     params = _parameters(gen, [(2, 3), (5,), (3,)], [True, False, True])
     _step(judge, student, params, "updating parameters where `params[1].grad` is None",
-          dict([_TRACKED_UPDATE, _NONE_GRAD]))
+          [_TRACKED_UPDATE, _NONE_GRAD])
     _check_skips_none_grad(judge, params, updated)
 
 
@@ -112,7 +134,7 @@ def _parameters(gen: torch.Generator, shapes: list[tuple[int, ...]],
 
 
 def _step(judge: Judge, student: Any, params: list[_Parameter], doing: str,
-          known_errors: dict[str, tuple[str, str]]) -> None:
+          known_errors: list[KnownError]) -> None:
     given = [p.tensor for p in params]
     # Grad mode on, as in a training loop, so an untracked update must come from the student.
     with torch.enable_grad(), judge.context(doing, known_errors):

@@ -16,7 +16,7 @@ from course_utils.graders.modes import (IGNORES_LOADER, LOADER_CHECK, NO_TRAIN_M
                                         TRAIN_MODE_CHECK, check_train_mode, require_loader_used)
 from course_utils.graders.recording import Recorder, count
 from course_utils.graders.sandbox import steady_conditions
-from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
+from course_utils.graders.steps import (STEP_CHECKS, STEP_MISTAKES, step_before_backward,
                                         check_training)
 from course_utils.graders.toys import regression_loader, regression_net
 from course_utils.graders.values import LOSS_TENSOR, NUMBER_CHECKS, check_numbers, first_mismatch
@@ -49,11 +49,9 @@ WRONG_SHAPE = Misconception(
     "history_wrong_shape", "history is not one value per epoch per key",
     "`train_with_schedule` returned {got} for {epochs} epochs; it should return a list of "
     "{epochs} floats, each epoch's mean loss.")
-NOT_COMPARED = Misconception(WRONG_SHAPE.code, WRONG_SHAPE.plain, "The epoch losses could not be "
-                                                                  "compared: see the returned "
-                                                                  "value above.")
-PASSES_PER_EPOCH = Misconception(
-    IGNORES_LOADER.code, IGNORES_LOADER.plain,
+NOT_COMPARED = WRONG_SHAPE.saying("The epoch losses could not be compared: see the returned "
+                                  "value above.")
+PASSES_PER_EPOCH = IGNORES_LOADER.saying(
     "{who} went through the loader {passes} times for {epochs} epochs: each epoch is one pass "
     "over all its batches.")
 STEP_COUNT = generic(
@@ -99,7 +97,7 @@ def grade_train_with_schedule(judge: Judge, train_with_schedule: Callable[..., A
     loss_fn = nn.MSELoss()
     loader = recorder.loader(regression_loader(judge.seed), "loader")
     model = recorder.model.eval()  # as after validation: the function must switch it back
-    with judge.context("running `train_with_schedule`", STEP_BEFORE_BACKWARD_ERRORS):
+    with judge.context("running `train_with_schedule`", [step_before_backward(recorder)]):
         returned = judge.call(train_with_schedule, model, loader, loss_fn, optimizer, scheduler,
                               EPOCHS)
 

@@ -16,7 +16,7 @@ from course_utils.graders.modes import (IGNORES_LOADER, LOADER_CHECK, NO_TRAIN_M
                                         TRAIN_MODE_CHECK, check_train_mode, require_loader_used)
 from course_utils.graders.recording import Iteration, Recorder, count
 from course_utils.graders.sandbox import steady_conditions
-from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
+from course_utils.graders.steps import (STEP_CHECKS, STEP_MISTAKES, step_before_backward,
                                         check_training)
 from course_utils.graders.toys import regression_loader, regression_net
 from course_utils.graders.values import (LOSS_TENSOR, NUMBER_CHECKS, check_numbers, check_value,
@@ -25,6 +25,11 @@ from course_utils.graders.values import (LOSS_TENSOR, NUMBER_CHECKS, check_numbe
 LEARNING_RATE = 0.1
 PIECES, PIECE_SIZE = 3, 4  # micro-batches per accumulation_step call, samples in each
 RETURNED_LOSS = Check("returned_loss", "returns the loss it stepped on")
+NOT_THE_BATCH_LOSS = generic(
+    "wrong_value", "{what} is {got}, but the batch's loss before the update is {want}. Return the "
+                   "value of the loss you called `backward()` on, as a float.")
+NOT_THE_MEAN_LOSS = generic("wrong_value", "{what} is {got}, but the mean loss over all "
+                                           "micro-batches is {want}.")
 
 TRAIN_STEP = Exercise(
     "train_step",
@@ -106,7 +111,7 @@ def grade_train_step(judge: Judge, train_step: Callable[..., Any], *, data: str)
     for k, (x, y) in enumerate(zip(inputs.split(6), targets.split(6)), start=1):
         start, params = recorder.mark(), recorder.snapshot()
         with judge.context(f"calling `train_step` for the {_ordinal(k)} time",
-                           STEP_BEFORE_BACKWARD_ERRORS):
+                           [step_before_backward(recorder)]):
             returned.append(judge.call(train_step, recorder.model, x, y, loss_fn, optimizer))
         iterations.append(Iteration(recorder.events[start:], params, x, y))
         after.append(recorder.snapshot())
@@ -119,10 +124,7 @@ def grade_train_step(judge: Judge, train_step: Callable[..., Any], *, data: str)
     recomputed = recorder.loss(after[k], iterations[k].inputs, iterations[k].targets, loss_fn)
     check_value(judge, "returned_loss", losses[k], wants[k],
                 f"The loss `train_step` returned in call {k + 1}", {"recomputed": recomputed},
-                TRAIN_STEP.mistakes("wrong_value"),
-                generic("wrong_value", "{what} is {got}, but the batch's loss before the update "
-                                       "is {want}. Return the value of the loss you called "
-                                       "`backward()` on, as a float."))
+                TRAIN_STEP.mistakes("wrong_value"), NOT_THE_BATCH_LOSS)
 
 
 @ACCUMULATION_STEP
@@ -142,7 +144,7 @@ def grade_accumulation_step(judge: Judge, accumulation_step: Callable[..., Any],
         micro_batches = list(zip(x.split(PIECE_SIZE), y.split(PIECE_SIZE)))
         start, params = recorder.mark(), recorder.snapshot()
         with judge.context(f"calling `accumulation_step` for the {_ordinal(k)} time",
-                           STEP_BEFORE_BACKWARD_ERRORS):
+                           [step_before_backward(recorder)]):
             returned.append(judge.call(accumulation_step, recorder.model, micro_batches, loss_fn,
                                        optimizer))
         iterations.append(Iteration(recorder.events[start:], params, x, y))
@@ -161,8 +163,7 @@ def grade_accumulation_step(judge: Judge, accumulation_step: Callable[..., Any],
     check_value(judge, "returned_loss", losses[k], wants[k],
                 f"The loss `accumulation_step` returned in call {k + 1}",
                 {"mean": wants[k], "last": last}, ACCUMULATED_LOSS_MISTAKES,
-                generic("wrong_value", "{what} is {got}, but the mean loss over all "
-                                       "micro-batches is {want}."))
+                NOT_THE_MEAN_LOSS)
 
 
 @TRAIN_ONE_EPOCH
@@ -178,7 +179,7 @@ def grade_train_one_epoch(judge: Judge, train_one_epoch: Callable[..., Any], *,
     loss_fn = nn.MSELoss()
     loader = recorder.loader(regression_loader(judge.seed), "loader")
     model = recorder.model.eval()  # As after validation: the function must switch it back.
-    with judge.context("running `train_one_epoch`", STEP_BEFORE_BACKWARD_ERRORS):
+    with judge.context("running `train_one_epoch`", [step_before_backward(recorder)]):
         returned = judge.call(train_one_epoch, model, loader, loss_fn, optimizer)
 
     who = "Your `train_one_epoch`"

@@ -96,14 +96,12 @@ SWAPPED = Misconception(
     "For {case} your result equals the library's with the weight's first two axes swapped: "
     "`ConvTranspose2d`'s weight is (C_in, C_out, kH, kW), the reverse of `Conv2d`'s, so input "
     "channel c scatters `weight[c, o]` into output channel o.")
-T_FLIPPED = Misconception(
-    FLIPPED.code, FLIPPED.plain,
+T_FLIPPED = FLIPPED.saying(
     "For {case} your result equals the library's with the kernel flipped (rows and columns "
     "reversed). Each input pixel scatters `weight` itself, unflipped; if you go through "
     "`F.conv2d` on the zero-inserted, padded input, that convolution needs the kernel flipped "
     "(`weight.flip(-2, -1)`), because a gather reads the stamp backwards.")
-T_NO_BIAS = Misconception(
-    NO_BIAS.code, NO_BIAS.plain,
+T_NO_BIAS = NO_BIAS.saying(
     "For {case} your result equals the library's without the bias: add `bias[o]` to every "
     "pixel of output channel o after scattering (`bias.view(1, -1, 1, 1)` broadcasts it).")
 NOT_CROPPED = Misconception(
@@ -111,8 +109,7 @@ NOT_CROPPED = Misconception(
     "For {case} your result {what} the library's {how}: in a transposed convolution `padding` "
     "crops the output. Compute the full scatter, of size (H − 1)·stride + kH, then drop "
     "`padding` rows and columns on every side.")
-T_STRIDE = Misconception(
-    NO_STRIDE.code, NO_STRIDE.plain,
+T_STRIDE = NO_STRIDE.saying(
     "For {case} your result {what} the library's with stride=1: input pixel (i, j) stamps its "
     "copy of the kernel at output row i·stride, column j·stride.")
 T_SHAPE = Misconception(
@@ -120,8 +117,7 @@ T_SHAPE = Misconception(
     "For {case} your result has shape {got}, but `F.conv_transpose2d` returns {want}: (N, "
     "C_out, (H − 1)·stride − 2·padding + kH, (W − 1)·stride − 2·padding + kW), with C_out "
     "= weight.shape[1].")
-T_LIBRARY = Misconception(
-    LIBRARY.code, LIBRARY.plain,
+T_LIBRARY = LIBRARY.saying(
     "While your `conv_transpose2d` ran, the library's transposed convolution ran too "
     "({operators}): `F.conv_transpose2d` and `nn.ConvTranspose2d` end there. The exercise is to "
     "scatter the kernel yourself (loops, `einsum`, `F.fold`), or to use `F.conv2d` on the "
@@ -170,14 +166,13 @@ def grade_conv_transpose2d(judge: Judge, conv_transpose2d: Any, *, data: str = "
                                   and not _same_outputs(out, case.run(_library))
                                   and _same_outputs(out, case.run(_swapped)))
     if not results:
-        judge.stop(ALL_RAISED.code, ALL_RAISED.say())
+        judge.stop(ALL_RAISED)
     wrong = next(((c, out) for c, out in results if not isinstance(out, torch.Tensor)), None)
     if wrong is not None:
-        judge.require("tensor", False, T_TYPE.code,
-                      T_TYPE.say(case=wrong[0].describe(), got=kind(wrong[1])))
+        judge.require("tensor", False, T_TYPE, case=wrong[0].describe(), got=kind(wrong[1]))
     judge.check("tensor", True)
-    judge.check("by_hand", not spy.seen, T_LIBRARY.code,
-                T_LIBRARY.say(operators=", ".join(f"`{name}`" for name in spy.seen)))
+    judge.check("by_hand", not spy.seen, T_LIBRARY,
+                operators=", ".join(f"`{name}`" for name in spy.seen))
     shaped = [(c, out) for c, out in results if out.shape == c.run(_library).shape]
     misshaped = next(((c, out) for c, out in results if out.shape != c.run(_library).shape),
                      None)
@@ -214,13 +209,11 @@ def _explain(judge: Judge, check: str, case: Case, out: torch.Tensor,
     ]
     for mistake, produces, extra in filter(None, known):
         if same(out, case.run(produces)):
-            judge.check(check, False, mistake.code, mistake.say(case=described, **extra))
+            judge.fail(check, mistake, case=described, **extra)
             return
     want = case.run(_library)
     if out.shape != want.shape:
-        judge.check(check, False, T_SHAPE.code,
-                    T_SHAPE.say(case=described, got=shape(out), want=shape(want)))
+        judge.fail(check, T_SHAPE, case=described, got=shape(out), want=shape(want))
         return
-    judge.check(check, False, T_WRONG.code, T_WRONG.say(
-        case=described, got=first_values(out), want=first_values(want),
-        gap=number((out.detach() - want).abs().max())))
+    judge.fail(check, T_WRONG, case=described, got=first_values(out), want=first_values(want),
+               gap=number((out.detach() - want).abs().max()))
