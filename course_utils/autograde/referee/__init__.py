@@ -48,7 +48,8 @@ class Probe:
 
 
 # The modules that declare the referee's probes, each a ``PROBES`` dict: exercise -> probe maker.
-_MODULES = ("course_utils.autograde.referee.functions", "course_utils.autograde.referee.loops")
+_MODULES = ("course_utils.autograde.referee.functions", "course_utils.autograde.referee.loops",
+            "course_utils.autograde.referee.objects")
 
 
 def probe_makers() -> dict[str, Callable[[int], Probe]]:

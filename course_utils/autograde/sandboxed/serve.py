@@ -238,7 +238,7 @@ def _module(cls: Any, request: dict[str, Any]) -> dict[str, Any]:
     for inputs, cotangent in request["inputs"]:
         output, called = _student(model, inputs)
         if isinstance(output, torch.Tensor) and output.shape == cotangent.shape \
-                and output.requires_grad:
+                and output.requires_grad and params:
             grads = torch.autograd.grad((output * cotangent).sum(), params, allow_unused=True)
             called["grads"] = list(grads)
         outcome["outputs"].append(called)
