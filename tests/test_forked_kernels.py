@@ -3,6 +3,7 @@ other, from the zygote and from the machine, tested by attacks from inside real 
 
 from __future__ import annotations
 
+import ast
 import os
 import secrets
 import textwrap
@@ -265,3 +266,50 @@ def test_kernels_start_alone_where_the_zygote_cannot_serve(monkeypatch, tmp_path
         assert not kernel.forked and kernel.run("print('alone')") == "alone"
     finally:
         kernel.stop()
+
+
+SEEN = """
+    import os, course_utils
+    course = os.path.dirname(os.path.dirname(course_utils.__file__))
+    def writable(path):
+        try:
+            open(os.path.join(path, "probe"), "w").close()
+            return True
+        except OSError:
+            return False
+    print(sorted(os.listdir("/")), sorted(os.listdir("/dev")))
+    print(sorted(os.listdir(course)))
+    print(sorted(os.listdir(os.path.dirname(os.getcwd()))), sorted(os.listdir(".")))
+    print(open("data.csv").read(), writable("/tmp"), writable("/dev/shm"), writable("."))
+    try:
+        open("data.csv", "a")
+    except OSError as error:
+        print(type(error).__name__)
+"""
+
+
+def test_a_forked_kernel_sees_what_a_kernel_started_alone_sees(autograded: Path,
+                                                               tmp_path: Path) -> None:
+    given = tmp_path / "data.csv"
+    given.write_text("x,y")
+    (autograded / "eve" / "02_loss").mkdir(parents=True)  # another student's folder
+    folder = autograded / "bea" / "02_loss"
+    seen = {}
+    for forked in (True, False):
+        Kernel.zygote = Kernel.zygote if forked else None
+        kernel = Kernel(folder, {"data.csv": str(given)})
+        try:
+            assert kernel.forked == forked
+            seen[forked] = kernel.run(SEEN).splitlines()
+        finally:
+            kernel.stop()
+    assert seen[True] == seen[False]
+    root_listing, course, neighbours, data, denied = seen[True]
+    assert "tmp" in root_listing and "home" not in root_listing
+    # of the course folder, only the package, its data and pyproject.toml (and a virtual
+    # environment there): no solutions, tests or gradebook
+    assert set(ast.literal_eval(course)) <= {"course_utils", "data", "pyproject.toml",
+                                             ".venv"}
+    assert neighbours == "['02_loss'] ['data.csv']"
+    assert data == "x,y True True True"
+    assert denied in ("PermissionError", "OSError")  # another user's file, or read-only

@@ -27,7 +27,8 @@ import time
 from typing import Any
 
 from course_utils.autograde.kernels.policy import (GUARDED_KERNEL, UNPRIVILEGED_ID, Sandbox,
-                                                   kernel_environment, zygote_command)
+                                                   forked_layer, kernel_environment,
+                                                   kernel_view, zygote_command, zygote_view)
 
 # Run in the sandbox as the kernels' parent.
 ZYGOTE_MODULE = "course_utils.autograde.sandboxed.zygote"
@@ -59,6 +60,8 @@ class Zygote:
             os.chown(self.root, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
         self._errors = tempfile.TemporaryFile()
         self._lock = threading.Lock()
+        # What the zygote sees, which each kernel forked from it changes into its own view.
+        self.view = zygote_view(self.root, self.autograded, settings)
         command = zygote_command([sys.executable, "-m", ZYGOTE_MODULE, self.root],
                                  self.root, self.autograded, settings)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -105,7 +108,8 @@ class Zygote:
     def start_kernel(self, private: str, kernel_cmd: list[str], folder: str,
                      files: dict[str, str]) -> ForkedProcess:
         """Forks the kernel whose folder is ``private`` (below ``root``, holding its connection
-        file), in ``folder`` with copies of ``files`` (name -> where it is now).
+        file), in ``folder`` with copies of ``files`` (name -> where it is now), seeing what a
+        kernel started alone would see (``forked_layer``).
 
         Raises:
             ZygoteError: no kernel was started (the message says why).
@@ -115,10 +119,12 @@ class Zygote:
         os.mkdir(os.path.join(private, "files"), 0o755)
         for name, path in files.items():
             shutil.copyfile(path, os.path.join(private, "files", name))
+        folder = os.path.realpath(folder)
+        copies = {name: os.path.join(private, "files", name) for name in files}
+        view = kernel_view(folder, private, self.settings, copies)
         settings = {
-            "arguments": kernel_cmd[3:], "folder": os.path.realpath(folder),
-            "autograded": self.autograded, "environment": kernel_environment(),
-            "scratch_bytes": self.settings.scratch_mib * _MIB,
+            "arguments": kernel_cmd[3:], "folder": folder, "environment": kernel_environment(),
+            "mounts": [mount.as_dict() for mount in forked_layer(view, self.view)],
             "limits": {"memory": int(self.settings.memory_gib * (1 << 30)),
                        "processes": self.settings.processes,
                        "file_size": self.settings.file_size_mib * _MIB,
