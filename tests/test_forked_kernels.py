@@ -43,7 +43,7 @@ class Kernel:
 
     @property
     def forked(self) -> bool:
-        return isinstance(self.manager.provisioner.process, forked_kernels.ForkedProcess)
+        return self.manager.forked
 
     def run(self, code: str) -> str:
         """What ``code`` printed (errors included)."""
@@ -313,3 +313,41 @@ def test_a_forked_kernel_sees_what_a_kernel_started_alone_sees(autograded: Path,
     assert neighbours == "['02_loss'] ['data.csv']"
     assert data == "x,y True True True"
     assert denied in ("PermissionError", "OSError")  # another user's file, or read-only
+
+
+def test_any_kernel_manager_starts_a_sandboxed_kernel_through_the_provisioner(
+        tmp_path: Path) -> None:
+    """The provisioner is jupyter_client's: a kernel spec that names it is enough."""
+    import json
+    import sys
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from course_utils.autograde.kernels.provisioner import PROVISIONER_NAME, SandboxProvisioner
+    spec = tmp_path / "kernels" / "sandboxed"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "sandboxed", "language": "python",
+        "metadata": {"kernel_provisioner": {"provisioner_name": PROVISIONER_NAME}}}))
+    folder = tmp_path / "notebook"
+    folder.mkdir()
+    manager = AsyncKernelManager(kernel_name="sandboxed", kernel_spec_manager=KernelSpecManager(
+        kernel_dirs=[str(tmp_path / "kernels")]))
+    run_sync(manager.start_kernel)(cwd=str(folder))
+    client = BlockingKernelClient()
+    client.load_connection_info(manager.get_connection_info())
+    client.start_channels(hb=False)
+    try:
+        client.wait_for_ready(timeout=120)
+        said: list[str] = []
+        client.execute_interactive(
+            "import socket; print(socket.gethostname(), 'sandboxed.guard' in "
+            "open('/proc/self/cmdline').read())", timeout=120,
+            output_hook=lambda message: said.append(message["content"].get("text", "")))
+        assert isinstance(manager.provisioner, SandboxProvisioner)
+        assert manager.transport == "ipc" and "".join(said).split() == ["sandbox", "True"]
+    finally:
+        client.stop_channels()
+        run_sync(manager.shutdown_kernel)(now=True)
+    private = os.path.dirname(manager.connection_file)
+    assert not manager.has_kernel and not os.path.exists(private)
