@@ -40,6 +40,7 @@ from typing import Any
 from traitlets import Bool, Float, Integer
 from traitlets.config import Application, Configurable
 
+from course_utils.autograde.kernels.diagnosis import diagnose, this_host
 from course_utils.autograde.sandboxed.mounts import Mount, below, bwrap_arguments
 
 # The one setting that allows grading without the sandbox, named in every message about it.
@@ -275,33 +276,36 @@ def _processes_of(uid: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def missing() -> str | None:
-    """What this machine lacks to run sandboxed kernels, or None when it has everything."""
-    if not sys.platform.startswith("linux"):
-        return f"the sandbox needs Linux (this is {sys.platform})"
+    """Why sandboxed kernels cannot run on this machine and what to do about it, or None when
+    they can: a trial sandbox is started, and its failure diagnosed (``diagnosis``)."""
+    host = this_host()
+    if not host.platform.startswith("linux"):
+        return diagnose("", host)
     for tool, package in (("bwrap", "bubblewrap"), ("prlimit", "util-linux"),
                           ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
-            return f"the command `{tool}` is missing (install the package `{package}`)"
+            return (f"the command `{tool}` is missing. To fix: install the package "
+                    f"`{package}` (`sudo apt-get install {package}`, `sudo dnf install "
+                    f"{package}`)")
     with tempfile.TemporaryDirectory(prefix="course-sandbox-") as folder:
         os.chmod(folder, 0o777)
         command = bwrap_command(["true"], folder, folder, Sandbox())
         try:
             trial = subprocess.run(command, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as error:
-            return f"a trial sandbox did not run: {error}"
+            return diagnose(str(error), host)
     if trial.returncode != 0:
-        return ("a trial sandbox failed (user, PID or network namespaces not allowed?): "
-                + (trial.stderr.strip() or f"exit status {trial.returncode}"))
+        return diagnose(trial.stderr.strip() or f"exit status {trial.returncode}", host)
     return None
 
 
 def unavailable_message(reason: str) -> str:
-    """What autograding says when it stops because the sandbox cannot start."""
+    """What autograding says when it stops because the sandbox cannot start: ``reason`` (the
+    cause and its fix, from ``missing``), and the unprotected way out."""
     return (f"Autograding stopped before grading anyone: student notebooks must run in the "
-            f"sandbox, and {reason}.\nOn Debian or Ubuntu: `apt-get install bubblewrap` (and "
-            f"allow unprivileged user namespaces). Only for notebooks you trust, grade "
-            f"unprotected with `{UNPROTECTED_SETTING}` in nbgrader_config.py "
-            f"(or --Sandbox.enabled=False on the command line).")
+            f"sandbox, and {reason}\nOnly for notebooks you trust, grade unprotected with "
+            f"`{UNPROTECTED_SETTING}` in nbgrader_config.py (or --Sandbox.enabled=False on the "
+            f"command line).")
 
 
 def _settings() -> Sandbox:
