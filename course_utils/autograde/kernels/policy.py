@@ -1,5 +1,5 @@
-"""The sandbox's policy: what a student's kernel sees (a list of mounts) and may use, as
-bubblewrap's arguments.
+"""The sandbox's policy: what a student's kernel sees (one list of mounts, ``kernel_view``,
+rendered as bubblewrap's arguments or as a forked kernel's mount calls) and may use.
 
 The kernel sees the Python environment, the ``course_utils`` package and ``data/`` read-only,
 the other files of its own notebook's folder read-only on a private writable scratch space,
