@@ -3,6 +3,7 @@ other, from the zygote and from the machine, tested by attacks from inside real 
 
 from __future__ import annotations
 
+import ast
 import os
 import secrets
 import textwrap
@@ -42,7 +43,7 @@ class Kernel:
 
     @property
     def forked(self) -> bool:
-        return isinstance(self.manager.provisioner.process, forked_kernels.ForkedProcess)
+        return self.manager.forked
 
     def run(self, code: str) -> str:
         """What ``code`` printed (errors included)."""
@@ -265,3 +266,88 @@ def test_kernels_start_alone_where_the_zygote_cannot_serve(monkeypatch, tmp_path
         assert not kernel.forked and kernel.run("print('alone')") == "alone"
     finally:
         kernel.stop()
+
+
+SEEN = """
+    import os, course_utils
+    course = os.path.dirname(os.path.dirname(course_utils.__file__))
+    def writable(path):
+        try:
+            open(os.path.join(path, "probe"), "w").close()
+            return True
+        except OSError:
+            return False
+    print(sorted(os.listdir("/")), sorted(os.listdir("/dev")))
+    print(sorted(os.listdir(course)))
+    print(sorted(os.listdir(os.path.dirname(os.getcwd()))), sorted(os.listdir(".")))
+    print(open("data.csv").read(), writable("/tmp"), writable("/dev/shm"), writable("."))
+    try:
+        open("data.csv", "a")
+    except OSError as error:
+        print(type(error).__name__)
+"""
+
+
+def test_a_forked_kernel_sees_what_a_kernel_started_alone_sees(autograded: Path,
+                                                               tmp_path: Path) -> None:
+    given = tmp_path / "data.csv"
+    given.write_text("x,y")
+    (autograded / "eve" / "02_loss").mkdir(parents=True)  # another student's folder
+    folder = autograded / "bea" / "02_loss"
+    seen = {}
+    for forked in (True, False):
+        Kernel.zygote = Kernel.zygote if forked else None
+        kernel = Kernel(folder, {"data.csv": str(given)})
+        try:
+            assert kernel.forked == forked
+            seen[forked] = kernel.run(SEEN).splitlines()
+        finally:
+            kernel.stop()
+    assert seen[True] == seen[False]
+    root_listing, course, neighbours, data, denied = seen[True]
+    assert "tmp" in root_listing and "home" not in root_listing
+    # of the course folder, only the package, its data and pyproject.toml (and a virtual
+    # environment there): no solutions, tests or gradebook
+    assert set(ast.literal_eval(course)) <= {"course_utils", "data", "pyproject.toml",
+                                             ".venv"}
+    assert neighbours == "['02_loss'] ['data.csv']"
+    assert data == "x,y True True True"
+    assert denied in ("PermissionError", "OSError")  # another user's file, or read-only
+
+
+def test_any_kernel_manager_starts_a_sandboxed_kernel_through_the_provisioner(
+        tmp_path: Path) -> None:
+    """The provisioner is jupyter_client's: a kernel spec that names it is enough."""
+    import json
+    import sys
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from course_utils.autograde.kernels.provisioner import PROVISIONER_NAME, SandboxProvisioner
+    spec = tmp_path / "kernels" / "sandboxed"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "sandboxed", "language": "python",
+        "metadata": {"kernel_provisioner": {"provisioner_name": PROVISIONER_NAME}}}))
+    folder = tmp_path / "notebook"
+    folder.mkdir()
+    manager = AsyncKernelManager(kernel_name="sandboxed", kernel_spec_manager=KernelSpecManager(
+        kernel_dirs=[str(tmp_path / "kernels")]))
+    run_sync(manager.start_kernel)(cwd=str(folder))
+    client = BlockingKernelClient()
+    client.load_connection_info(manager.get_connection_info())
+    client.start_channels(hb=False)
+    try:
+        client.wait_for_ready(timeout=120)
+        said: list[str] = []
+        client.execute_interactive(
+            "import socket; print(socket.gethostname(), 'sandboxed.guard' in "
+            "open('/proc/self/cmdline').read())", timeout=120,
+            output_hook=lambda message: said.append(message["content"].get("text", "")))
+        assert isinstance(manager.provisioner, SandboxProvisioner)
+        assert manager.transport == "ipc" and "".join(said).split() == ["sandbox", "True"]
+    finally:
+        client.stop_channels()
+        run_sync(manager.shutdown_kernel)(now=True)
+    private = os.path.dirname(manager.connection_file)
+    assert not manager.has_kernel and not os.path.exists(private)

@@ -213,6 +213,8 @@ def test_a_kernel_started_ahead_gets_the_files_nbgrader_will_put_beside_the_note
 
 
 class FakeManager:
+    forked = False  # started ahead alone
+
     def __init__(self) -> None:
         self.stopped = False
 
@@ -249,6 +251,7 @@ def test_a_kernel_started_ahead_is_used_only_where_everything_matches(tmp_path: 
     (folder / "02_loss.ipynb").write_text("{}")
     pool, manager = pool_with_kernel()
     assert pool.take(str(folder), "python3") is manager
+    assert pool.origins[str(folder)] == "ahead"
     assert pool.take(str(folder), "python3") is None  # never a second notebook
 
     for spoil in (lambda: (folder / "notes.txt").write_text("changed since"),

@@ -2,9 +2,10 @@
 ``course_utils.autograde.sandboxed.zygote``.
 
 A grading process that grades many notebooks starts one ``Zygote``: a process in the sandbox
-that has imported torch, the graders and the IPython kernel once. A ``SandboxedKernelManager``
-given the zygote asks it for its notebook's kernel, which is forked in milliseconds, already
-warm, and confined further than a kernel started alone (namespaces of its own, inside the sandbox).
+that has imported torch, the graders and the IPython kernel once. The sandbox's provisioner
+(``course_utils.autograde.kernels.provisioner``) of a kernel manager given the zygote asks it
+for its notebook's kernel, which is forked in milliseconds, already warm, and confined further
+than a kernel started alone (namespaces of its own, inside the sandbox).
 Everything the kernel is given (its connection file, settings and the notebook folder's
 files) goes into its own folder below ``Zygote.root``, which the kernel alone sees.
 Where the zygote cannot serve a kernel (another kernel command, a folder with subfolders,
@@ -23,11 +24,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from typing import Any
 
 from course_utils.autograde.kernels.policy import (GUARDED_KERNEL, UNPRIVILEGED_ID, Sandbox,
-                                                   kernel_environment, zygote_command)
+                                                   forked_layer, kernel_environment,
+                                                   kernel_view, zygote_command, zygote_view)
 
 # Run in the sandbox as the kernels' parent.
 ZYGOTE_MODULE = "course_utils.autograde.sandboxed.zygote"
@@ -59,6 +60,8 @@ class Zygote:
             os.chown(self.root, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
         self._errors = tempfile.TemporaryFile()
         self._lock = threading.Lock()
+        # What the zygote sees, which each kernel forked from it changes into its own view.
+        self.view = zygote_view(self.root, self.autograded, settings)
         command = zygote_command([sys.executable, "-m", ZYGOTE_MODULE, self.root],
                                  self.root, self.autograded, settings)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -103,9 +106,10 @@ class Zygote:
                 and self.process.poll() is None)
 
     def start_kernel(self, private: str, kernel_cmd: list[str], folder: str,
-                     files: dict[str, str]) -> ForkedProcess:
+                     files: dict[str, str]) -> str:
         """Forks the kernel whose folder is ``private`` (below ``root``, holding its connection
-        file), in ``folder`` with copies of ``files`` (name -> where it is now).
+        file), in ``folder`` with copies of ``files`` (name -> where it is now), seeing what a
+        kernel started alone would see (``forked_layer``); returns the kernel's id here.
 
         Raises:
             ZygoteError: no kernel was started (the message says why).
@@ -115,10 +119,12 @@ class Zygote:
         os.mkdir(os.path.join(private, "files"), 0o755)
         for name, path in files.items():
             shutil.copyfile(path, os.path.join(private, "files", name))
+        folder = os.path.realpath(folder)
+        copies = {name: os.path.join(private, "files", name) for name in files}
+        view = kernel_view(folder, private, self.settings, copies)
         settings = {
-            "arguments": kernel_cmd[3:], "folder": os.path.realpath(folder),
-            "autograded": self.autograded, "environment": kernel_environment(),
-            "scratch_bytes": self.settings.scratch_mib * _MIB,
+            "arguments": kernel_cmd[3:], "folder": folder, "environment": kernel_environment(),
+            "mounts": [mount.as_dict() for mount in forked_layer(view, self.view)],
             "limits": {"memory": int(self.settings.memory_gib * (1 << 30)),
                        "processes": self.settings.processes,
                        "file_size": self.settings.file_size_mib * _MIB,
@@ -129,7 +135,21 @@ class Zygote:
         answer = self._ask("start", kernel_id)
         if not answer.get("ok"):
             raise ZygoteError(answer.get("error", "no kernel"))
-        return ForkedProcess(self, kernel_id)
+        return kernel_id
+
+    def exit_status(self, kernel_id: str) -> int | None:
+        """The forked kernel's exit status; None while it runs."""
+        try:
+            return self._ask("poll", kernel_id)["exit"]
+        except ZygoteError:  # the zygote's end was the kernel's
+            return -signal.SIGKILL
+
+    def kill(self, kernel_id: str) -> None:
+        """Ends the forked kernel and every process it started."""
+        try:
+            self._ask("kill", kernel_id)
+        except ZygoteError:  # and so have its kernels
+            pass
 
     def close(self) -> None:
         """Ends the zygote and every kernel forked from it."""
@@ -144,49 +164,6 @@ class Zygote:
             self.process.stdout.close()
         self._errors.close()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-class ForkedProcess:
-    """A forked kernel, as jupyter_client's provisioner handles a ``Popen``: it can be polled,
-    waited for and ended. Interrupts reach it as messages (``interrupt_mode = "message"``)."""
-
-    stdin = stdout = stderr = None
-    pid = None  # it has none in this process's PID namespace
-
-    def __init__(self, zygote: Zygote, kernel_id: str) -> None:
-        self.zygote = zygote
-        self.kernel_id = kernel_id
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                self.returncode = self.zygote._ask("poll", self.kernel_id)["exit"]
-            except ZygoteError:  # the zygote's end was the kernel's
-                self.returncode = -signal.SIGKILL
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"kernel {self.kernel_id}", timeout or 0)
-            time.sleep(0.05)
-        assert self.returncode is not None
-        return self.returncode
-
-    def send_signal(self, signum: int) -> None:
-        if signum in (signal.SIGKILL, signal.SIGTERM):
-            self.kill()
-
-    def kill(self) -> None:
-        if self.poll() is None:
-            try:
-                self.zygote._ask("kill", self.kernel_id)
-            except ZygoteError:
-                pass
-
-    terminate = kill
 
 
 def start_for(autograded: str, settings: Sandbox) -> Zygote | None:

@@ -1,4 +1,5 @@
-"""The sandbox's policy: what a student's kernel sees and may use, as bubblewrap's arguments.
+"""The sandbox's policy: what a student's kernel sees (one list of mounts, ``kernel_view``,
+rendered as bubblewrap's arguments or as a forked kernel's mount calls) and may use.
 
 The kernel sees the Python environment, the ``course_utils`` package and ``data/`` read-only,
 the other files of its own notebook's folder read-only on a private writable scratch space,
@@ -38,6 +39,9 @@ from typing import Any
 
 from traitlets import Bool, Float, Integer
 from traitlets.config import Application, Configurable
+
+from course_utils.autograde.kernels.diagnosis import diagnose, this_host
+from course_utils.autograde.sandboxed.mounts import Mount, below, bwrap_arguments
 
 # The one setting that allows grading without the sandbox, named in every message about it.
 UNPROTECTED_SETTING = "c.Sandbox.enabled = False"
@@ -87,60 +91,49 @@ def data_dir() -> Path:
     return package_dir().parent / "data"
 
 
-def _with_parents(args: list[str]) -> list[str]:
-    """``args`` with each missing ancestor of a mount point created first, readable by all
-    (bubblewrap would create them readable by root only)."""
-    out: list[str] = []
-    made: set[str] = {"/"}
-    i = 0
-    while i < len(args):
-        option = args[i]
-        # "--size N --tmpfs DEST" is one mount
-        width = {"--ro-bind": 3, "--bind": 3, "--tmpfs": 2, "--size": 4, "--chmod": 3,
-                 "--symlink": 3}.get(option, 1)
-        if option in ("--ro-bind", "--bind", "--tmpfs", "--size"):
-            target = Path(args[i + width - 1])
-            for parent in reversed(target.parents):
-                if str(parent) not in made:
-                    out += ["--perms", "0755", "--dir", str(parent)]
-                    made.add(str(parent))
-            made.add(str(target))
-        out += args[i:i + width]
-        i += width
-    return out
-
-
-def _system_mounts() -> list[str]:
+def _system_mounts() -> list[Mount]:
     """Read-only binds of the system and the Python environment (venv and base interpreter)."""
-    args: list[str] = []
-    for top in ("/usr", "/etc", "/opt"):
-        if os.path.isdir(top):
-            args += ["--ro-bind", top, top]
+    mounts = [Mount("ro-bind", top, top) for top in ("/usr", "/etc", "/opt")
+              if os.path.isdir(top)]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
+            mounts.append(Mount("symlink", top, os.readlink(top)))
         elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+            mounts.append(Mount("ro-bind", top, top))
+    for prefix in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix}):
         real = os.path.realpath(prefix)
-        args += ["--ro-bind", real, prefix]
+        mounts.append(Mount("ro-bind", prefix, real))
         if real != prefix:
-            args += ["--ro-bind", real, real]
-    return args
+            mounts.append(Mount("ro-bind", real, real))
+    return mounts
 
 
-def _course_mounts() -> list[str]:
+def _course_mounts() -> list[Mount]:
     """Read-only binds of the course package, its ``pyproject.toml`` and the data folder, each
     at the path the grading process sees it (so the package finds its data the same way)."""
     package = package_dir()
-    args = ["--ro-bind", str(package), str(package)]
+    mounts = [Mount("ro-bind", str(package), str(package))]
     pyproject = package.parent / "pyproject.toml"
     if pyproject.exists():
-        args += ["--ro-bind", str(pyproject), str(pyproject)]
+        mounts.append(Mount("ro-bind", str(pyproject), str(pyproject)))
     data = data_dir()
     if data.exists():
-        args += ["--ro-bind", str(data.resolve()), str(data)]
-    return args
+        mounts.append(Mount("ro-bind", str(data), str(data.resolve())))
+    return mounts
+
+
+def _common_view(settings: Sandbox) -> list[Mount]:
+    """What every sandbox sees: its processes, a minimal /dev, private scratch spaces, the
+    system, the Python environment and the course package."""
+    scratch = settings.scratch_mib * _MIB
+    # A private /dev/shm anyone may write, as on the host: multiprocessing's locks and queues
+    # (DataLoader workers) need it, and bubblewrap's new /dev has one only root may write.
+    # The private /tmp comes before the binds: they may lie below it (a course, venv or
+    # grading folder under /tmp), and a tmpfs mounted after them would hide them.
+    return ([Mount("proc", "/proc"), Mount("dev", "/dev"),
+             Mount("tmpfs", "/dev/shm", size=scratch, mode=0o1777),
+             Mount("tmpfs", "/tmp", size=scratch, mode=0o1777)]
+            + _system_mounts() + _course_mounts())
 
 
 def notebook_folder_files(folder: str) -> dict[str, str]:
@@ -150,15 +143,45 @@ def notebook_folder_files(folder: str) -> dict[str, str]:
             if not entry.endswith(".ipynb")}
 
 
-def _notebook_folder_mounts(folder: str, settings: Sandbox,
-                            files: dict[str, str] | None = None) -> list[str]:
-    """The notebook's folder as a private scratch space holding read-only copies of its other
-    files: ``files`` (name -> where it is now), by default those in ``folder`` itself."""
-    args = ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", folder,
-            "--chmod", "1777", folder]
-    for entry, path in (notebook_folder_files(folder) if files is None else files).items():
-        args += ["--ro-bind", path, os.path.join(folder, entry)]
-    return args
+def kernel_view(folder: str, private: str, settings: Sandbox,
+                files: dict[str, str] | None = None) -> list[Mount]:
+    """What a kernel sees: the common view; its notebook's folder as a private scratch space
+    holding read-only copies of the folder's other files (``files``: name -> where it is now,
+    by default those in ``folder`` itself); and ``private``, its IPC sockets' folder."""
+    if files is None:
+        files = notebook_folder_files(folder)
+    return (_common_view(settings)
+            + [Mount("tmpfs", folder, size=settings.scratch_mib * _MIB, mode=0o1777)]
+            + [Mount("ro-bind", os.path.join(folder, name), path)
+               for name, path in files.items()]
+            + [Mount("bind", private, private)])
+
+
+def zygote_view(root: str, autograded: str, settings: Sandbox) -> list[Mount]:
+    """What the zygote sees: the common view, every kernel's folder below ``root``, and an
+    empty ``autograded``, where kernels forked from it find their notebook folders."""
+    return _common_view(settings) + [Mount("tmpfs", autograded), Mount("bind", root, root)]
+
+
+def forked_layer(kernel: list[Mount], zygote: list[Mount]) -> list[Mount]:
+    """The mounts a kernel forked from the zygote makes in its own mount namespace, where it
+    sees ``zygote``, so that it sees ``kernel``: each scratch space and /dev/pts anew (the
+    zygote's are shared by all its kernels), what ``kernel`` binds below them bound there again
+    from the zygote's own; what only the zygote sees covered by empty read-only folders; then
+    what only the kernel sees."""
+    shared = {(mount.kind, mount.target) for mount in zygote}
+    fresh = [mount.target for mount in kernel
+             if mount.kind in ("tmpfs", "dev") and (mount.kind, mount.target) in shared]
+    renewed = [mount for mount in kernel if (mount.kind, mount.target) in shared
+               and (mount.target in fresh or any(below(mount.target, top) for top in fresh))]
+    layer = [Mount(mount.kind, mount.target, mount.target, mount.size, mount.mode)
+             if mount.kind in ("bind", "ro-bind") else mount for mount in renewed]
+    targets = {mount.target for mount in kernel}
+    covered = [mount.target for mount in zygote if mount.target not in targets
+               and not any(below(mount.target, top) for top in fresh)]
+    layer += [Mount("tmpfs", target, size=1 << 16) for target in covered]
+    layer += [mount for mount in kernel if (mount.kind, mount.target) not in shared]
+    return layer + [Mount("remount-ro", target) for target in covered]
 
 
 def kernel_user_id() -> int:
@@ -182,50 +205,37 @@ def bwrap_command(kernel_cmd: list[str], folder: str, private: str,
     limits = ["prlimit", f"--data={int(settings.memory_gib * (1 << 30))}",
               f"--nproc={processes}", f"--fsize={settings.file_size_mib * _MIB}",
               f"--cpu={settings.cpu_seconds}", "--core=0", "--"]
-    mounts = _notebook_folder_mounts(folder, settings, files) + ["--bind", private, private]
-    return (limits + _confined(mounts, folder, settings, kernel_environment(), user)
-            + list(kernel_cmd))
+    view = kernel_view(folder, private, settings, files)
+    return limits + _confined(view, folder, kernel_environment(), user) + list(kernel_cmd)
 
 
 def zygote_command(command: list[str], root: str, autograded: str,
                    settings: Sandbox) -> list[str]:
     """The command that runs ``command`` (``course_utils.autograde.sandboxed.zygote``) in the
-    sandbox of every kernel, less a notebook folder: kernels forked from it confine themselves further,
-    each to one folder below ``autograded`` and one below ``root``, and set their own limits.
-    """
+    zygote's sandbox (``zygote_view``): kernels forked from it confine themselves further, each
+    to the view of a kernel started alone (``forked_layer``), and set their own limits."""
     # A process with one thread can fork safely: numpy's BLAS starts none with this. And
     # matplotlib, imported there, takes the backend ipykernel sets before a kernel's imports.
     environment = {"MPLBACKEND": "module://matplotlib_inline.backend_inline",
                    **kernel_environment(), "OPENBLAS_NUM_THREADS": "1"}
-    mounts = ["--tmpfs", autograded, "--bind", root, root]
-    return _confined(mounts, "/", settings, environment) + list(command)
+    view = zygote_view(root, autograded, settings)
+    return _confined(view, "/", environment) + list(command)
 
 
 def _as_root() -> bool:
     return os.geteuid() == 0
 
 
-def _confined(mounts: list[str], folder: str, settings: Sandbox,
-              environment: dict[str, str], user: int = UNPRIVILEGED_ID) -> list[str]:
-    """bubblewrap's arguments for a sandbox with ``mounts`` besides the system's and the
-    course's, entered in ``folder``, running as ``user`` when grading as root; ends with "--",
-    before the command."""
+def _confined(view: list[Mount], folder: str, environment: dict[str, str],
+              user: int = UNPRIVILEGED_ID) -> list[str]:
+    """bubblewrap's arguments for a sandbox that sees ``view``, entered in ``folder``, running
+    as ``user`` when grading as root; ends with "--", before the command."""
     sandbox = ["bwrap", "--die-with-parent", "--new-session",
                "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                "--unshare-cgroup-try", "--hostname", "sandbox"]
     if not _as_root():
         sandbox += ["--unshare-user"]
-    # A private /dev/shm anyone may write, as on the host: multiprocessing's locks and queues
-    # (DataLoader workers) need it, and bubblewrap's new /dev has one only root may write.
-    sandbox += ["--proc", "/proc", "--dev", "/dev",
-                "--size", str(settings.scratch_mib * _MIB), "--tmpfs", "/dev/shm",
-                "--chmod", "1777", "/dev/shm"]
-    # The private /tmp comes first: binds that follow may lie below it (a course, venv or
-    # grading folder under /tmp), and a tmpfs mounted after them would hide them.
-    sandbox += _with_parents(
-        ["--size", str(settings.scratch_mib * _MIB), "--tmpfs", "/tmp", "--chmod", "1777", "/tmp"]
-        + _system_mounts() + _course_mounts() + mounts)
-    sandbox += ["--chdir", folder, "--clearenv"]
+    sandbox += bwrap_arguments(view) + ["--chdir", folder, "--clearenv"]
     for name, value in environment.items():
         sandbox += ["--setenv", name, value]
     if _as_root():
@@ -266,33 +276,36 @@ def _processes_of(uid: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def missing() -> str | None:
-    """What this machine lacks to run sandboxed kernels, or None when it has everything."""
-    if not sys.platform.startswith("linux"):
-        return f"the sandbox needs Linux (this is {sys.platform})"
+    """Why sandboxed kernels cannot run on this machine and what to do about it, or None when
+    they can: a trial sandbox is started, and its failure diagnosed (``diagnosis``)."""
+    host = this_host()
+    if not host.platform.startswith("linux"):
+        return diagnose("", host)
     for tool, package in (("bwrap", "bubblewrap"), ("prlimit", "util-linux"),
                           ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
-            return f"the command `{tool}` is missing (install the package `{package}`)"
+            return (f"the command `{tool}` is missing. To fix: install the package "
+                    f"`{package}` (`sudo apt-get install {package}`, `sudo dnf install "
+                    f"{package}`)")
     with tempfile.TemporaryDirectory(prefix="course-sandbox-") as folder:
         os.chmod(folder, 0o777)
         command = bwrap_command(["true"], folder, folder, Sandbox())
         try:
             trial = subprocess.run(command, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as error:
-            return f"a trial sandbox did not run: {error}"
+            return diagnose(str(error), host)
     if trial.returncode != 0:
-        return ("a trial sandbox failed (user, PID or network namespaces not allowed?): "
-                + (trial.stderr.strip() or f"exit status {trial.returncode}"))
+        return diagnose(trial.stderr.strip() or f"exit status {trial.returncode}", host)
     return None
 
 
 def unavailable_message(reason: str) -> str:
-    """What autograding says when it stops because the sandbox cannot start."""
+    """What autograding says when it stops because the sandbox cannot start: ``reason`` (the
+    cause and its fix, from ``missing``), and the unprotected way out."""
     return (f"Autograding stopped before grading anyone: student notebooks must run in the "
-            f"sandbox, and {reason}.\nOn Debian or Ubuntu: `apt-get install bubblewrap` (and "
-            f"allow unprivileged user namespaces). Only for notebooks you trust, grade "
-            f"unprotected with `{UNPROTECTED_SETTING}` in nbgrader_config.py "
-            f"(or --Sandbox.enabled=False on the command line).")
+            f"sandbox, and {reason}\nOnly for notebooks you trust, grade unprotected with "
+            f"`{UNPROTECTED_SETTING}` in nbgrader_config.py (or --Sandbox.enabled=False on the "
+            f"command line).")
 
 
 def _settings() -> Sandbox:

@@ -30,7 +30,7 @@ from jupyter_core.utils import ensure_async, run_sync
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.utils import find_all_files, setenv
 
-from course_utils.autograde.kernels.forked import ForkedProcess, Zygote
+from course_utils.autograde.kernels.forked import Zygote
 from course_utils.autograde.kernels.manager import SandboxedKernelManager
 from course_utils.autograde.kernels.policy import notebook_folder_files
 
@@ -151,9 +151,7 @@ class KernelPool:
         answered = fits and run_sync(_answered)(prepared.client, prepared.preload)
         prepared.client.stop_channels()
         if answered and run_sync(prepared.manager.is_alive)():
-            process = getattr(getattr(prepared.manager, "provisioner", None), "process", None)
-            self.origins[prepared.folder] = ("forked" if isinstance(process, ForkedProcess)
-                                             else "ahead")
+            self.origins[prepared.folder] = "forked" if prepared.manager.forked else "ahead"
             return prepared.manager
         _shut_down(prepared.manager)
         return None

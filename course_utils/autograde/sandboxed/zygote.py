@@ -4,8 +4,8 @@ once, and forks a fresh, confined kernel for each notebook.
 It reads one request per line on stdin and answers one JSON line on stdout:
 
 - ``{"op": "start", "id": ID}``: forks the kernel whose folder ``<root>/ID/`` the grading
-  process filled (``kernel.json``: the kernel's arguments, notebook folder, environment and
-  limits; ``files/``: the notebook folder's other files; the connection file). Answers
+  process filled (``kernel.json``: the kernel's arguments, notebook folder, environment,
+  limits and mounts; ``files/``: the notebook folder's other files; the connection file). Answers
   ``{"ok": true}`` once the kernel is confined, or ``{"ok": false, "error": ...}``.
 - ``{"op": "poll", "id": ID}``: ``{"ok": true, "exit": None or the exit status}``.
 - ``{"op": "kill", "id": ID}``: ends the kernel and every process it started.
@@ -29,12 +29,12 @@ import json
 import os
 import random
 import resource
-import shutil
 import signal
 import stat
 import sys
 from typing import Any
 
+from course_utils.autograde.sandboxed import mounts
 from course_utils.autograde.sandboxed import namespaces as ns
 
 # The kernel's guard (the module run in place of ``ipykernel_launcher``).
@@ -56,7 +56,6 @@ _NAMESPACES = (ns.CLONE_NEWUSER | ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NE
 # more address space than it uses, inaccessible, which RLIMIT_DATA does not count.
 _LIMITS = {"memory": resource.RLIMIT_DATA, "processes": resource.RLIMIT_NPROC,
            "file_size": resource.RLIMIT_FSIZE, "cpu": resource.RLIMIT_CPU}
-_PRIVATE_MOUNTS = ("/tmp", "/dev/shm")
 
 
 def threads() -> int:
@@ -123,96 +122,13 @@ def _close_descriptors() -> None:
             pass
 
 
-def _empty_folder(path: str) -> None:
-    """``path`` as an empty folder of this mount namespace: what lay there is covered."""
-    if os.path.isdir(path):
-        ns.mount("tmpfs", path, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "size=65536,mode=0755")
-    else:  # below a scratch space mounted here already
-        os.makedirs(path, mode=0o755)
-
-
-def _notebook_folder(autograded: str, notebook: str, scratch: str) -> None:
-    """The notebook's folder, a scratch space in memory, in read-only folders from
-    ``autograded`` down (as for a kernel started alone); what lay at ``autograded`` is
-    covered."""
-    top = autograded
-    while not os.path.isdir(os.path.dirname(top)):
-        top = os.path.dirname(top)
-    _empty_folder(autograded)
-    os.makedirs(notebook, mode=0o755, exist_ok=True)
-    ns.mount(top, top, None, ns.MS_BIND | ns.MS_REC)
-    ns.mount(None, top, None, ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY | ns.MS_NOSUID
-             | ns.MS_NODEV)
-    ns.mount("tmpfs", notebook, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, scratch)
-
-
-def _mounts_below(folder: str) -> list[tuple[str, bool]]:
-    """The outermost mounts below ``folder`` (a venv or course under /tmp), in mount order,
-    each with whether it is read-only."""
-    found: list[tuple[str, bool]] = []
-    with open("/proc/self/mountinfo") as table:
-        for line in table:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")
-            if point.startswith(folder + "/") and not any(
-                    point.startswith(outer + "/") for outer, _ in found):
-                found.append((point, "ro" in fields[5].split(",")))
-    return found
-
-
-def _private_scratch(folder: str, options: str) -> None:
-    """A new tmpfs at ``folder``, with the mounts that lay below it (bound into the sandbox
-    there) put back as they were."""
-    kept = [(point, read_only, os.open(point, os.O_PATH))
-            for point, read_only in _mounts_below(folder)]
-    memory = ns.MS_NOSUID | ns.MS_NODEV
-    ns.mount("tmpfs", folder, "tmpfs", memory, options)
-    # The folders leading to them, read-only as the sandbox made them.
-    paths = []
-    for point, _, _ in kept:
-        path = os.path.join(folder, os.path.relpath(point, folder).split(os.sep)[0])
-        if path != point and path not in paths:
-            os.mkdir(path)
-            ns.mount("tmpfs", path, "tmpfs", memory, "size=65536,mode=0755")
-            paths.append(path)
-    for point, read_only, descriptor in kept:
-        if stat.S_ISDIR(os.fstat(descriptor).st_mode):
-            os.makedirs(point, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(point), exist_ok=True)
-            os.close(os.open(point, os.O_CREAT | os.O_WRONLY, 0o644))
-        ns.mount(f"/proc/self/fd/{descriptor}", point, None, ns.MS_BIND | ns.MS_REC)
-        if read_only:
-            ns.mount(None, point, None, ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY
-                     | ns.MS_NOSUID | ns.MS_NODEV)
-        os.close(descriptor)
-    for path in paths:
-        ns.mount(None, path, None, ns.MS_REMOUNT | ns.MS_RDONLY | memory, "size=65536,mode=0755")
-
-
-def _confine_files(folder_of_kernel: str, settings: dict[str, Any]) -> None:
-    """In this process's new mount namespace: private scratch spaces, the notebook folder with
-    copies of its files, and of the kernels' root folder only this kernel's own."""
-    # Kept open: the mounts below may cover where they lie.
-    own = os.open(folder_of_kernel, os.O_PATH | os.O_DIRECTORY)
-    files = os.open(os.path.join(folder_of_kernel, "files"), os.O_RDONLY | os.O_DIRECTORY)
-    scratch = f"size={settings['scratch_bytes']},mode=1777"
+def _confine_files(settings: dict[str, Any]) -> None:
+    """In this process's new mount namespace: the mounts the grading process listed
+    (``course_utils.autograde.kernels.policy.forked_layer``), which make this kernel's view
+    that of a kernel started alone: private scratch spaces, the notebook folder with copies of
+    its files, and of the kernels' root folder only this kernel's own."""
     ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
-    for target in _PRIVATE_MOUNTS:
-        _private_scratch(target, scratch)
-    ns.mount("devpts", "/dev/pts", "devpts", ns.MS_NOSUID, "newinstance,ptmxmode=0666")
-    _empty_folder(os.path.dirname(folder_of_kernel))
-    os.mkdir(folder_of_kernel)
-    ns.mount(f"/proc/self/fd/{own}", folder_of_kernel, None, ns.MS_BIND)
-    notebook = settings["folder"]
-    _notebook_folder(settings["autograded"], notebook, scratch)
-    for name in sorted(os.listdir(files)):
-        with open(os.open(name, os.O_RDONLY, dir_fd=files), "rb") as source, \
-                open(os.path.join(notebook, name), "wb") as copy:
-            shutil.copyfileobj(source, copy)
-        os.chmod(os.path.join(notebook, name), 0o444)
-    os.close(files)
-    os.close(own)
+    mounts.make(mounts.from_dicts(settings["mounts"]))
 
 
 def _run_kernel(settings: dict[str, Any], report: int) -> None:
@@ -248,7 +164,7 @@ def _kernel_parent(folder_of_kernel: str, report: int) -> None:
         settings = json.load(file)
     ns.unshare(_NAMESPACES)
     ns.map_own_ids(uid, gid)
-    _confine_files(folder_of_kernel, settings)
+    _confine_files(settings)
     init = os.fork()
     if init == 0:
         ns.die_with_parent(signal.SIGKILL)
