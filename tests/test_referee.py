@@ -21,6 +21,12 @@ REFEREED = [entry for entry in all_submissions()
             if entry.exercise in PROBES and entry.data == "toy" and entry.timeout is None]
 
 
+@pytest.fixture(autouse=True)
+def in_a_scratch_folder(tmp_path, monkeypatch) -> None:
+    """Some submissions write files where they run (a checkpoint under a fixed name)."""
+    monkeypatch.chdir(tmp_path)
+
+
 def violations(entry: Entry, seed: int) -> list[Violation]:
     probe = PROBES[entry.exercise](seed)
     names = probe.request["names"]
