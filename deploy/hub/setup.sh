@@ -4,6 +4,8 @@
 # `setup.sh stop` (make hub-stop) stops it and every server it started. Both may run again.
 set -euo pipefail
 
+# useradd and runuser live in sbin, which a user's PATH may lack.
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$REPO/deploy/hub
 # Readable and executable by every user: students' servers run from it.
@@ -73,6 +75,10 @@ install_environment() {
         nbgrader.server_extensions.formgrader >/dev/null 2>&1
     "$COURSE_HUB_VENV/bin/jupyter" labextension disable --level=sys_prefix \
         @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment >/dev/null 2>&1
+    # No pop-up asking every user whether JupyterLab may fetch news.
+    mkdir -p "$COURSE_HUB_VENV/share/jupyter/lab/settings"
+    echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}' \
+        > "$COURSE_HUB_VENV/share/jupyter/lab/settings/overrides.json"
     # MNIST for lessons 08 and 10, shared read-only (COURSE_DATA_DIR in every server).
     if [ -d "$REPO/data/MNIST" ] && [ ! -d "$COURSE_HUB_VENV/data/MNIST" ]; then
         mkdir -p "$COURSE_HUB_VENV/data" && cp -r "$REPO/data/MNIST" "$COURSE_HUB_VENV/data/"
