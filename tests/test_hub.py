@@ -158,9 +158,13 @@ def _start_afresh() -> None:
         shutil.rmtree(Path("/home") / student / LESSON, ignore_errors=True)
         for folder in ("submitted", "autograded", "feedback"):
             shutil.rmtree(COURSE / folder / student / LESSON, ignore_errors=True)
+        # JupyterLab would reopen the last run's tabs.
+        shutil.rmtree(Path("/home") / student / ".jupyter" / "lab" / "workspaces",
+                      ignore_errors=True)
     shutil.rmtree(EXCHANGE / COURSE_ID, ignore_errors=True)
+    runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin")
     removed = subprocess.run(
-        [shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin"), "-u", INSTRUCTOR, "--", "/opt/course-hub/bin/nbgrader", "db", "assignment",
+        [runuser, "-u", INSTRUCTOR, "--", "/opt/course-hub/bin/nbgrader", "db", "assignment",
          "remove", LESSON, "--force", "--log-level=ERROR"],
         cwd=COURSE, capture_output=True, text=True, timeout=120,
         env={"PATH": "/opt/course-hub/bin:/usr/bin:/bin", "HOME": f"/home/{INSTRUCTOR}",
@@ -215,10 +219,14 @@ def wait_for_lab(session: Session) -> None:
     session.page.get_by_role("menuitem", name="Nbgrader", exact=True).wait_for(timeout=START_MS)
 
 
-def open_from_nbgrader_menu(session: Session, item: str) -> None:
-    session.page.goto(f"{session.server}/lab?reset")
+def open_assignment_list(session: Session, absent: str | None = None) -> None:
+    """Opens the Assignment List from the Nbgrader menu of the JupyterLab on screen, checking
+    first that the menu has no item ``absent``."""
     session.page.get_by_role("menuitem", name="Nbgrader", exact=True).click(timeout=START_MS)
-    session.page.get_by_role("menuitem", name=item, exact=True).click()
+    if absent:
+        sync_api.expect(session.page.get_by_role("menuitem", name=absent, exact=True)
+                        ).to_have_count(0)
+    session.page.get_by_role("menuitem", name="Assignment List", exact=True).click()
 
 
 def open_formgrader(session: Session) -> sync_api.Page:
@@ -245,15 +253,37 @@ def open_notebook(session: Session) -> sync_api.Locator:
     return notebook
 
 
-def validate(session: Session, notebook: sync_api.Locator, expected: list[str]) -> None:
-    """Clicks Validate and checks the dialog says each of ``expected``."""
-    notebook.locator(".jp-NotebookPanel-toolbar .validate-button").click()
+def check_validation(session: Session, expected: list[str]) -> None:
+    """Waits for the result of Validate and checks the dialog says each of ``expected``."""
     dialog = session.page.locator(".jp-Dialog")
     sync_api.expect(dialog).to_contain_text("Validation Results", timeout=RUN_CELL_MS)
     for text in expected:
         sync_api.expect(dialog).to_contain_text(text)
     session.shot("validate")
     dialog.get_by_role("button", name="Ok").click()
+
+
+def fetch_and_answer(session: Session, secret: str) -> sync_api.Locator:
+    """The student fetches the lesson from the Assignment List, writes their answers into it,
+    and opens it; returns the notebook's panel."""
+    wait_for_lab(session)
+    # Students' servers have no Formgrader, neither in the menu nor on the server.
+    assert session.raw_get("formgrader")[0] == 404
+    open_assignment_list(session, absent="Formgrader")
+    assignment_list_button(session, "released", "Fetch").click()
+    assignment_list_button(session, "fetched", "Submit")
+    session.shot("fetched")
+
+    notebook = fill_answers(session.read_notebook(), answer(session.name))
+    first_answer = next(cell for cell in notebook.cells
+                        if cell.cell_type == "code" and "def train_step" in cell.source)
+    if session.name == HONEST:
+        # A line of her hand-in the hostile student must not see in the exchange.
+        first_answer.source += f"\n# {secret}\n"
+    if session.name == HOSTILE:
+        first_answer.source += hostile_code(HONEST)
+    session.write_notebook(notebook)
+    return open_notebook(session)
 
 
 def answer(student: str) -> dict[str, str]:
@@ -295,44 +325,24 @@ def test_class_on_the_hub(log_in: Callable[[str], Session]) -> None:
     confirm(frame, "released")
     instructor.shot("released")
 
-    for name, session in students.items():
-        wait_for_lab(session)
-        # Students' servers have no Formgrader, neither in the menu nor on the server.
-        session.page.get_by_role("menuitem", name="Nbgrader", exact=True).click()
-        sync_api.expect(session.page.get_by_role("menuitem", name="Assignment List",
-                                                 exact=True)).to_have_count(1)
-        sync_api.expect(session.page.get_by_role("menuitem", name="Formgrader",
-                                                 exact=True)).to_have_count(0)
-        assert session.raw_get("formgrader")[0] == 404
-
-        open_from_nbgrader_menu(session, "Assignment List")
-        assignment_list_button(session, "released", "Fetch").click()
-        assignment_list_button(session, "fetched", "Submit")
-        session.shot("fetched")
-
-        notebook = fill_answers(session.read_notebook(), answer(name))
-        first_answer = next(cell for cell in notebook.cells
-                            if cell.cell_type == "code" and "def train_step" in cell.source)
-        if name == HONEST:
-            # A line of her hand-in the hostile student must not see in the exchange.
-            first_answer.source += f"\n# {secret}\n"
-        if name == HOSTILE:
-            first_answer.source += hostile_code(HONEST)
-        session.write_notebook(notebook)
-
-        panel = open_notebook(session)
-        if name == HOSTILE:
+    # The honest and the forgetful student answer and validate side by side, then hand in;
+    # the hostile student comes last, when their hand-ins lie in the exchange.
+    for group in ([HONEST, FORGETFUL], [HOSTILE]):
+        panels = {name: fetch_and_answer(students[name], secret) for name in group}
+        if HOSTILE in group:
             # It runs its notebook in its own server, as its own Unix user (Validate saves it).
-            run_all_cells(session.page)
-            session.shot("snooped")
-        expected = (["The following cell failed", "no_zero_grad"] if name == FORGETFUL
-                    else ["Success! Your notebook passes all the tests."])
-        validate(session, panel, expected)
-
-        open_from_nbgrader_menu(session, "Assignment List")
-        assignment_list_button(session, "fetched", "Submit").click()
-        assignment_list_button(session, "submitted", "Fetch Feedback")
-        session.shot("submitted")
+            run_all_cells(students[HOSTILE].page)
+            students[HOSTILE].shot("snooped")
+        for panel in panels.values():
+            panel.locator(".jp-NotebookPanel-toolbar .validate-button").click()
+        for name in group:
+            expected = (["The following cell failed", "no_zero_grad"] if name == FORGETFUL
+                        else ["Success! Your notebook passes all the tests."])
+            check_validation(students[name], expected)
+            open_assignment_list(students[name])
+            assignment_list_button(students[name], "fetched", "Submit").click()
+            assignment_list_button(students[name], "submitted", "Fetch Feedback")
+            students[name].shot("submitted")
 
     # What the hostile student's own server (running as that student) let it read.
     snooped = [line for cell in students[HOSTILE].read_notebook().cells
@@ -372,7 +382,7 @@ def test_class_on_the_hub(log_in: Callable[[str], Session]) -> None:
     # Each student fetches their feedback and reads the graders' diagnosis there.
     pages = {}
     for name, session in students.items():
-        open_from_nbgrader_menu(session, "Assignment List")
+        open_assignment_list(session)
         assignment_list_button(session, "submitted", "Fetch Feedback").click()
         sync_api.expect(session.page.locator("#submitted_assignments_list")).to_contain_text(
             "view feedback", timeout=START_MS)

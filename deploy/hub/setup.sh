@@ -68,24 +68,24 @@ install_environment() {
         "$COURSE_HUB_VENV/bin/pip" install --quiet --disable-pip-version-check \
             "jupyterhub==$JUPYTERHUB_VERSION" "$build" || { rm -rf "$build"; missing "the Python packages"; }
         rm -rf "$build"
+        # The Formgrader and Create Assignment only where the instructor turns them on.
+        "$COURSE_HUB_VENV/bin/jupyter" server extension disable --sys-prefix \
+            nbgrader.server_extensions.formgrader >/dev/null 2>&1
+        "$COURSE_HUB_VENV/bin/jupyter" labextension disable --level=sys_prefix \
+            @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment >/dev/null 2>&1
+        # No pop-up asking every user whether JupyterLab may fetch news.
+        mkdir -p "$COURSE_HUB_VENV/share/jupyter/lab/settings"
+        echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}' \
+            > "$COURSE_HUB_VENV/share/jupyter/lab/settings/overrides.json"
+        # MNIST for lessons 08 and 10, shared read-only (COURSE_DATA_DIR in every server).
+        if [ -d "$REPO/data/MNIST" ] && [ ! -d "$COURSE_HUB_VENV/data/MNIST" ]; then
+            mkdir -p "$COURSE_HUB_VENV/data" && cp -r "$REPO/data/MNIST" "$COURSE_HUB_VENV/data/"
+        fi
+        COURSE_DATA_DIR=$COURSE_HUB_VENV/data "$COURSE_HUB_VENV/bin/python" -m course_utils.data --quiet \
+            || say "MNIST could not be prepared: lessons 08 and 10 need it"
+        chmod -R a+rX "$COURSE_HUB_VENV"
         echo "$version" > "$stamp"
     fi
-    # The Formgrader and Create Assignment only where the instructor turns them on.
-    "$COURSE_HUB_VENV/bin/jupyter" server extension disable --sys-prefix \
-        nbgrader.server_extensions.formgrader >/dev/null 2>&1
-    "$COURSE_HUB_VENV/bin/jupyter" labextension disable --level=sys_prefix \
-        @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment >/dev/null 2>&1
-    # No pop-up asking every user whether JupyterLab may fetch news.
-    mkdir -p "$COURSE_HUB_VENV/share/jupyter/lab/settings"
-    echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}' \
-        > "$COURSE_HUB_VENV/share/jupyter/lab/settings/overrides.json"
-    # MNIST for lessons 08 and 10, shared read-only (COURSE_DATA_DIR in every server).
-    if [ -d "$REPO/data/MNIST" ] && [ ! -d "$COURSE_HUB_VENV/data/MNIST" ]; then
-        mkdir -p "$COURSE_HUB_VENV/data" && cp -r "$REPO/data/MNIST" "$COURSE_HUB_VENV/data/"
-    fi
-    COURSE_DATA_DIR=$COURSE_HUB_VENV/data "$COURSE_HUB_VENV/bin/python" -m course_utils.data --quiet \
-        || say "MNIST could not be prepared: lessons 08 and 10 need it"
-    chmod -R a+rX "$COURSE_HUB_VENV"
 }
 
 create_users() {
@@ -132,25 +132,36 @@ EOF
 EOF
     chown -R "$COURSE_HUB_INSTRUCTOR:" "$COURSE" "$home/.jupyter"
     chmod 700 "$COURSE"
-    # Every lesson with its points in the gradebook, and the roster as its students.
-    as_instructor python -m course_utils.autograde.gradebook >/dev/null
-    as_instructor nbgrader db student import "$COURSE_HUB_ROSTER" --log-level=WARN
+    # Every lesson with its points in the gradebook, and the roster as its students, again
+    # only when the roster changed.
+    [ -f "$COURSE/gradebook.db" ] || as_instructor python -m course_utils.autograde.gradebook >/dev/null
+    local roster_stamp=$COURSE_HUB_STATE/roster-imported
+    if [ "$(cat "$roster_stamp" 2>/dev/null)" != "$(sha256sum < "$COURSE_HUB_ROSTER")" ]; then
+        as_instructor nbgrader db student import "$COURSE_HUB_ROSTER" --log-level=WARN
+        sha256sum < "$COURSE_HUB_ROSTER" > "$roster_stamp"
+    fi
 }
 
-hub_running() { [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
+# True while the process named in the file runs the program named.
+alive() { [ -f "$1" ] && grep -qs "$2" "/proc/$(cat "$1")/cmdline"; }
+hub_running() { alive "$PID_FILE" jupyterhub; }
 
 start_hub() {
-    install -d -m 700 "$COURSE_HUB_STATE"
     [ -s "$COURSE_HUB_STATE/password" ] || (umask 077 && "$BASE_PYTHON" -c \
         "import secrets; print(secrets.token_urlsafe(12))" > "$COURSE_HUB_STATE/password")
     if hub_running; then
         say "already running at $COURSE_HUB_URL"
     else
+        if curl -s -o /dev/null "$COURSE_HUB_URL"; then
+            echo "hub: something else answers at $COURSE_HUB_URL (set COURSE_HUB_URL)" >&2; exit 1
+        fi
         say "starting JupyterHub at $COURSE_HUB_URL"
-        (cd "$COURSE_HUB_STATE" && PATH="$COURSE_HUB_VENV/bin:$PATH" \
-            COURSE_HUB_PROXY="$(command -v configurable-http-proxy)" setsid \
-            "$COURSE_HUB_VENV/bin/jupyterhub" -f "$HERE/jupyterhub_config.py" \
-            >>"$LOG" 2>&1 < /dev/null & echo $! > "$PID_FILE")
+        # In a session of its own, so that it outlives this script; setsid execs it (no fork).
+        cd "$COURSE_HUB_STATE"
+        PATH="$COURSE_HUB_VENV/bin:$PATH" COURSE_HUB_PROXY="$(command -v configurable-http-proxy)" \
+            setsid "$COURSE_HUB_VENV/bin/jupyterhub" -f "$HERE/jupyterhub_config.py" \
+            >>"$LOG" 2>&1 < /dev/null &
+        echo $! > "$PID_FILE"
         local waited=0
         until curl -sf "$COURSE_HUB_URL/hub/api" >/dev/null; do
             hub_running || { tail -20 "$LOG" >&2; echo "hub: JupyterHub exited (log: $LOG)" >&2; exit 1; }
@@ -170,6 +181,9 @@ stop_hub() {
         kill -TERM "$pid"
         while kill -0 "$pid" 2>/dev/null && [ $waited -lt 60 ]; do sleep 1; waited=$((waited + 1)); done
         kill -0 "$pid" 2>/dev/null && { echo "hub: JupyterHub (pid $pid) did not stop" >&2; exit 1; }
+        # A proxy the hub found running at its start outlives it.
+        alive "$COURSE_HUB_STATE/jupyterhub-proxy.pid" configurable-http-proxy \
+            && kill -TERM "$(cat "$COURSE_HUB_STATE/jupyterhub-proxy.pid")"
         say "stopped"
     else
         say "not running"
@@ -182,6 +196,7 @@ case "${1:-start}" in
     start)
         install_system_packages
         install_environment
+        install -d -m 700 "$COURSE_HUB_STATE"
         create_users
         create_exchange
         create_course
