@@ -215,6 +215,7 @@ def log_in(hub: Hub, browser: sync_api.Browser) -> Iterator[Callable[[str], Sess
 
 
 def wait_for_lab(session: Session) -> None:
+    """Waits until the user's server has started and JupyterLab shows its menus."""
     session.page.wait_for_url(re.compile(rf"/user/{session.name}/lab"), timeout=START_MS)
     session.page.get_by_role("menuitem", name="Nbgrader", exact=True).wait_for(timeout=START_MS)
 
@@ -244,6 +245,7 @@ def assignment_list_button(session: Session, section: str, label: str) -> sync_a
 
 
 def open_notebook(session: Session) -> sync_api.Locator:
+    """Opens the lesson in JupyterLab, waits until its kernel is ready, returns its panel."""
     session.page.goto(f"{session.server}/lab/tree/{NOTEBOOK}?reset")
     notebook = session.page.locator(".jp-NotebookPanel")
     sync_api.expect(notebook).to_have_count(1, timeout=START_MS)
@@ -356,6 +358,7 @@ def test_class_on_the_hub(log_in: Callable[[str], Session]) -> None:
     for path in ESCAPES:
         status, body = students[HOSTILE].raw_get(f"api/contents/{path}")
         assert status != 200 and secret not in body, (path, status, body[:500])
+        print(f"GET /user/{HOSTILE}/api/contents/{path}: {status}")
     assert students[HOSTILE].raw_get(f"api/contents/{LESSON}")[0] == 200
 
     # The instructor collects, autogrades each hand-in, and releases the feedback.
