@@ -12,7 +12,7 @@ PARALLEL ?= -n auto --dist loadgroup
 # there when it creates the gradebook, and JupyterLab's Formgrader runs nbgrader.
 IN_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: course test test-fast setup data gradebook notebooks benchmark
+.PHONY: course test test-fast setup data gradebook notebooks benchmark hub hub-stop
 
 # JupyterLab refuses to run as root unless told to (containers often run as root).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -56,3 +56,12 @@ benchmark: setup
 	$(PY) benchmarks/bench_mnist_epoch.py
 	$(PY) benchmarks/bench_graders.py
 	$(PY) benchmarks/bench_doctor.py
+
+# The course on a JupyterHub on this machine, as root (README: "Running the course on a
+# JupyterHub"): installs what is missing, creates the users and starts the hub; again, it only
+# checks. hub-stop stops the hub and every server it started.
+hub:
+	deploy/hub/setup.sh start
+
+hub-stop:
+	deploy/hub/setup.sh stop

@@ -54,8 +54,9 @@ c.Autograde.sanitize_preprocessors = [
 # release_feedback and fetch_feedback pass files: a folder of the course (git-ignored), so that
 # one machine works out of the box. nbgrader needs it to exist and be writable by everyone
 # who hands in; like /tmp, the sticky bit stops users from removing each other's files.
-# On a JupyterHub, point it at the shared exchange instead (see the README).
-c.Exchange.root = os.path.join(c.CourseDirectory.root, "exchange")
+# On a JupyterHub, every server is given the shared exchange in COURSE_EXCHANGE (deploy/hub/).
+c.Exchange.root = os.environ.get("COURSE_EXCHANGE") or os.path.join(c.CourseDirectory.root,
+                                                                    "exchange")
 if not os.path.isdir(c.Exchange.root):
     try:
         os.makedirs(c.Exchange.root)
