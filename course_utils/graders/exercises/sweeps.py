@@ -1,4 +1,4 @@
-"""Grader for lesson 12's `lr_sweep`: every learning rate from the same start, on the same batches."""
+"""Grader for lesson 12's `lr_sweep`: each learning rate from the same start, on the same batches."""
 
 from __future__ import annotations
 
@@ -187,6 +187,7 @@ class SweepRecorder(Recorder):
             lambda module, args: self.forwards.append((self.state(), args[0])))
 
     def state(self) -> State:
+        """A copy of the network's parameters and buffers now."""
         with torch.inference_mode(False), torch.no_grad():
             buffers = {n: b.detach().clone() for n, b in self.model.net.named_buffers()}
         return State(self.snapshot(), buffers)
