@@ -267,6 +267,12 @@ def sweep_no_cycling(model, loader, loss_fn, make_optimizer, lrs, steps):
                   take=lambda loader, steps: itertools.islice(loader, steps))
 
 
+def sweep_trains_a_copy(model, loader, loss_fn, make_optimizer, lrs, steps):
+    """Trains a fresh deep copy of the model at each lr; the model itself never trains."""
+    return [_sweep(copy.deepcopy(model), loader, loss_fn, make_optimizer, [lr], steps)[0]
+            for lr in lrs]
+
+
 SUBMISSIONS: list[Entry] = [
     correct(SWEEP, "lesson", sweep_lesson),
     correct(SWEEP, "cycle", sweep_cycle),
@@ -302,6 +308,8 @@ SUBMISSIONS: list[Entry] = [
           ("returns_list", "returns_float", "mean_loss"), "a list of 3 floats"),
     buggy(SWEEP, "last_loss", sweep_last_loss, {"returns_last_batch_loss"}, ("mean_loss",),
           "the loss of its last step only"),
+    buggy(SWEEP, "trains_a_copy", sweep_trains_a_copy, {"wrong_value"}, ("trains_model", ALL),
+          "the sweep trained a copy of it"),
     buggy(SWEEP, "no_cycling", sweep_no_cycling, {"wrong_value"}, ("step_count", ALL),
           "9 forward passes for 3 learning rates"),
 ]

@@ -82,6 +82,12 @@ WRONG_SHAPE = generic(
     "wrong_return_type",
     "`lr_sweep` returned {got} for {count} learning rates; return a list of {count} floats, "
     "each learning rate's mean loss over its steps, in the order of `lrs`.")
+TRAINED_A_COPY = generic(
+    "wrong_value",
+    "`make_optimizer` received {foreign} parameter tensors that are not the parameters of the "
+    "`model` given to `lr_sweep`: the sweep trained a copy of it. Train the model itself, with "
+    "`make_optimizer(model.parameters(), lr)`, and load its saved initial state before each "
+    "learning rate.")
 STEP_COUNT = generic(
     "wrong_value",
     "Your `lr_sweep` ran {forwards} forward passes for {count} learning rates of {steps} steps "
@@ -156,6 +162,7 @@ WRONG_MEAN = generic(
 LR_SWEEP = Exercise(
     "lr_sweep",
     [Check("returns_list", "returns a list with one loss per learning rate"), *NUMBER_CHECKS,
+     Check("trains_model", "trains the model it was given"),
      Check("step_count", "trains every learning rate `steps` steps"),
      TRAIN_MODE_CHECK, *STEP_CHECKS,
      Check("restored", "starts every learning rate from the model's initial parameters and "
@@ -167,7 +174,7 @@ LR_SWEEP = Exercise(
      Check("left_restored", "leaves the model with its initial parameters and buffers",
            weight=2),
      Check("mean_loss", "returns each learning rate's mean loss over its steps")],
-    [WRONG_SHAPE, LOSS_TENSOR, STEP_COUNT, NO_TRAIN_MODE, *STEP_MISTAKES, STATE_CARRIED,
+    [WRONG_SHAPE, LOSS_TENSOR, TRAINED_A_COPY, STEP_COUNT, NO_TRAIN_MODE, *STEP_MISTAKES, STATE_CARRIED,
      STATE_OTHER, BUFFERS_CARRIED, OPTIMIZER_REUSED, OPTIMIZER_STATE_LOADED, WRONG_LR,
      DIFFERENT_BATCHES, WRONG_BATCHES, LEFT_TRAINED, LAST_STEP, WRONG_MEAN, NOT_COMPARED])
 
@@ -182,6 +189,7 @@ class SweepRecorder(Recorder):
         self.forwards: list[tuple[State, torch.Tensor]] = []
         self.optimizers: list[torch.optim.Optimizer] = []
         self.steps: list[Stepped] = []
+        self.foreign = 0  # parameter tensors given to `make_optimizer` that are not the model's
         self.after_steps: list[tuple[int, State]] = []  # last forward's index, state after step
         net.register_forward_pre_hook(
             lambda module, args: self.forwards.append((self.state(), args[0])))
@@ -195,6 +203,9 @@ class SweepRecorder(Recorder):
     def make_optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
         """What the student receives as ``make_optimizer``: SGD with momentum, recorded."""
         optimizer = self.watch(torch.optim.SGD(params, lr=lr, momentum=MOMENTUM))
+        own = {id(p) for p in self.model.parameters()}
+        self.foreign += sum(id(p) not in own for group in optimizer.param_groups
+                            for p in group["params"])
         index = len(self.optimizers)
         self.optimizers.append(optimizer)
         had_state: list[bool] = []
@@ -234,6 +245,7 @@ def grade_lr_sweep(judge: Judge, lr_sweep: Callable[..., Any], *, data: str = "t
     final = recorder.state()
 
     values = _check_returned(judge, returned)
+    judge.require("trains_model", not recorder.foreign, TRAINED_A_COPY, foreign=recorder.foreign)
     forwards = recorder.forwards
     judge.require("step_count", len(forwards) == len(LRS) * STEPS, STEP_COUNT,
                   forwards=len(forwards), count=len(LRS), steps=STEPS, batches=len(loader))
