@@ -17,6 +17,7 @@ LESSONS = [
     "09_beyond",
     "10_convolution",
     "11_data",
+    "12_debugging",
 ]
 
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))

@@ -247,6 +247,27 @@ def make_loader(dataset, batch_size, seed, num_workers=2):
                       worker_init_fn=same_seed_everywhere,
                       generator=torch.Generator().manual_seed(seed))
 '''),
+        Bug("lr_sweep", "state_not_restored", '''
+def lr_sweep(model, loader, loss_fn, make_optimizer, lrs, steps):
+    start = model.state_dict()
+    means = []
+    for lr in lrs:
+        model.load_state_dict(start)
+        model.train()
+        opt = make_optimizer(model.parameters(), lr)
+        running = 0.0
+        for step, (x, y) in enumerate(itertools.cycle(loader)):
+            if step == steps:
+                break
+            opt.zero_grad()
+            batch_loss = loss_fn(model(x), y)
+            batch_loss.backward()
+            opt.step()
+            running += batch_loss.item()
+        means.append(running / steps)
+    model.load_state_dict(start)
+    return means
+''', also=("model_left_trained",)),  # state_dict() holds the live tensors: nothing is restored
     ]},
     "carl": {bug.exercise: bug for bug in [
         Bug("SimpleNN", "wrong_architecture", '''
@@ -411,6 +432,27 @@ def make_loader(dataset, batch_size, seed, num_workers=2):
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
                       worker_init_fn=seed_worker)
 ''', also=("seed_ignored",)),  # the seed changes nothing: one order for all seeds
+        Bug("lr_sweep", "optimizer_reused", '''
+def lr_sweep(model, loader, loss_fn, make_optimizer, lrs, steps):
+    initial = copy.deepcopy(model.state_dict())
+    optimizer = make_optimizer(model.parameters(), lrs[0])
+    results = []
+    for lr in lrs:
+        model.load_state_dict(initial)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        losses = []
+        for inputs, targets in itertools.islice(itertools.cycle(loader), steps):
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        results.append(sum(losses) / steps)
+    model.load_state_dict(initial)
+    return results
+'''),
     ]},
 }
 

@@ -892,6 +892,19 @@ def test_off_when_autograding_and_leaves_no_hooks(monkeypatch: pytest.MonkeyPatc
     assert report.codes == []
 
 
+def test_a_quiet_cell_runs_while_autograding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    backward = torch.Tensor.backward
+    try:
+        shell.run_cell("%load_ext course_utils.doctor", store_history=False)
+        result = shell.run_cell("%doctor quiet  # on purpose", store_history=False)
+    finally:
+        shell.run_cell("%unload_ext course_utils.doctor", store_history=False)
+    assert result.success and torch.Tensor.backward is backward
+
+
 def test_looks_away_while_a_grader_runs() -> None:
     with doctor.watch(show=False) as report:
         graded = grade("train_one_epoch", train_one_epoch_no_zero_grad)

@@ -94,12 +94,14 @@ def _display(report: DoctorReport) -> None:
 def load_ipython_extension(shell: Any) -> None:
     """``%load_ext course_utils.doctor``: watches every cell from now on (not while grading)."""
     global _watcher, _shell
+    # Defined while autograding too, so that a lesson's `%doctor quiet` runs there (and does
+    # nothing: no loop is watched).
+    shell.register_magic_function(doctor_magic, "line", "doctor")
     if autograding() or _watcher is not None:
         return
     _watcher, _shell = Watcher(_show_now), shell
     _watcher.install()
     shell.events.register("pre_run_cell", _new_cell)
-    shell.register_magic_function(doctor_magic, "line", "doctor")
 
 
 def doctor_magic(line: str) -> DoctorReport | None:
