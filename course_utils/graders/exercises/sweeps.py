@@ -14,7 +14,7 @@ from course_utils.graders.judge import Judge
 from course_utils.graders.modes import NO_TRAIN_MODE, TRAIN_MODE_CHECK, check_train_mode
 from course_utils.graders.recording import Event, Iteration, Params, Recorder
 from course_utils.graders.sandbox import steady_conditions
-from course_utils.graders.steps import (STEP_BEFORE_BACKWARD_ERRORS, STEP_CHECKS, STEP_MISTAKES,
+from course_utils.graders.steps import (STEP_CHECKS, STEP_MISTAKES, step_before_backward,
                                         check_training)
 from course_utils.graders.toys import regression_loader
 from course_utils.graders.values import LOSS_TENSOR, NUMBER_CHECKS, check_numbers, check_value
@@ -239,7 +239,7 @@ def grade_lr_sweep(judge: Judge, lr_sweep: Callable[..., Any], *, data: str = "t
     model = recorder.model.eval()  # as after validation: the function must switch it back
     initial = recorder.state()
     loss_fn = nn.MSELoss()
-    with judge.context("running `lr_sweep`", STEP_BEFORE_BACKWARD_ERRORS):
+    with judge.context("running `lr_sweep`", [step_before_backward(recorder)]):
         returned = judge.call(lr_sweep, model, loader, loss_fn, recorder.make_optimizer,
                               list(LRS), STEPS)
     final = recorder.state()
