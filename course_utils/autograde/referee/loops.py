@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import warnings
 from typing import Any, Callable, Sequence
@@ -451,7 +453,66 @@ def fit(seed: int) -> Probe:
         moved=("loader", "epoch_order", "train_mode", "eval_mode", "unchanged") + TRAINING)
 
 
+def _sweep(model: nn.Module, loader: Any, loss_fn: nn.Module, make_optimizer: Any,
+           lrs: list[float], steps: int, restore: bool = True, fresh: bool = True,
+           same_batches: bool = True, leave_trained: bool = False) -> list[float]:
+    """The lesson's learning-rate sweep, and its known wrong forms."""
+    initial = copy.deepcopy(model.state_dict())
+    model.train()
+    optimizer, shared = None, itertools.cycle(loader)
+    means = []
+    for lr in lrs:
+        if restore:
+            model.load_state_dict(initial)
+        if fresh or optimizer is None:
+            optimizer = make_optimizer(model.parameters(), lr)
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        batches = itertools.cycle(loader) if same_batches else shared
+        means.append(sum(step(model, *next(batches), loss_fn, optimizer)
+                         for _ in range(steps)) / steps)
+    if not leave_trained:
+        model.load_state_dict(initial)
+    return means
+
+
+def lr_sweep(seed: int) -> Probe:
+    generator = torch.Generator().manual_seed(seed)
+    request = {"scenario": "loop", "names": ["lr_sweep"],
+               "model": model_spec(seed, NORMED, train=False), "loss": "mse",
+               "data": regression_data(generator), "batch_size": 4,
+               "calls": [["$model", "$loader", "$loss", "$make_optimizer", [0.01, 0.1, 0.3], 4]]}
+    [(means, state)] = reference_run(request, _sweep)
+    wrong = {checks: reference_run(request, lambda *args, options=options: _sweep(*args, **options))
+             for checks, options in ((("restored",), {"restore": False}),
+                                     (("fresh_optimizer",), {"fresh": False}),
+                                     (("same_batches",), {"same_batches": False}))}
+    returned_wrong = ("returns_list", "returns_float")
+
+    def judge(outcome: Any) -> list[Violation]:
+        if not isinstance(outcome, list) or len(outcome) != 1 or "error" in outcome[0]:
+            return [everything("lr_sweep", "the call raised")]
+        found = []
+        if not same_state(outcome[0].get("state"), state):
+            found.append(Violation(("left_restored", "trains_model"), "the model is not restored"))
+        returned = outcome[0].get("returned", {})
+        for violation in floats(returned, means, "the mean losses", returned_wrong,
+                                ("mean_loss",)):
+            if violation.checks == ("mean_loss",):  # a known wrong sweep, or any training check
+                got = [number(item) for item in returned.get("items") or []]
+                violation = Violation(next(
+                    (checks for checks, [(values, _)] in wrong.items()
+                     if all(near(g, w) for g, w in zip(got, values))),
+                    ("restored", "fresh_optimizer", "same_batches", "mean_loss", "train_mode",
+                     "step_count") + TRAINING), violation.says)
+            found.append(violation)
+        return found
+
+    return Probe("lr_sweep", request, judge)
+
+
 PROBES: dict[str, Callable[[int], Probe]] = {
     "train_step": train_step, "train_one_epoch": train_one_epoch, "evaluate": evaluate,
     "accumulation_step": accumulation_step, "train_with_schedule": train_with_schedule,
-    "clipped_step": clipped_step, "checkpoint": checkpoint, "fit": fit}
+    "clipped_step": clipped_step, "checkpoint": checkpoint, "fit": fit, "lr_sweep": lr_sweep}
