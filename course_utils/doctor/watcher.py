@@ -193,7 +193,11 @@ class Watcher:
             self.tick += 1
             self.last_forward = self.tick
             state.eval_forward = bool(state.layers) and not mode["training"]
-            if current is not None:
+            # Only a module with trainable parameters, or inputs that carry a graph, builds
+            # one: a data augmentation written as a module (torchvision's) does not.
+            builds_graph = state.rep is not None or any(
+                isinstance(x, torch.Tensor) and x.requires_grad for x in inputs)
+            if current is not None and builds_graph:
                 current.forwards_grad += 1
                 current.model = state
         elif mode["training"] and state.layers and current is not None:
