@@ -150,6 +150,16 @@ def zero_grad_between_backward_and_step() -> None:
         optimizer.step()
 
 
+@buggy("backward_without_step")
+def zero_grad_keeping_zeros_between_backward_and_step() -> None:
+    model, loader = mlp(), data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
+    for x, y in loader:
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.zero_grad(set_to_none=False)  # zeros kept: each step applies zeros
+        optimizer.step()
+
+
 @buggy("training_in_eval_mode")
 def eval_left_on_after_validation() -> None:
     model, train, val = mlp(dropout=True), data(), data(seed=1)

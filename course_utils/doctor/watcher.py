@@ -305,7 +305,8 @@ class Watcher:
         for rep in reps.values():
             if rep.after_step is not None and rep.after_step[0]() is not None:
                 g, version = rep.now()
-                if g is rep.after_step[0]() and version == rep.after_step[1]:
+                # Zeros a step applied hold no earlier gradient: adding onto them is harmless.
+                if g is rep.after_step[0]() and version == rep.after_step[1] and bool(g.any()):
                     rep.stale = True
                     rep.before = float(g.norm())
                     continue
