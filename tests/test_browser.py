@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import nbformat
 import pytest
 from simulated_class import BUGS, buggy, run_nbgrader
 
@@ -58,6 +59,17 @@ NOT_COURSE = shutil.ignore_patterns(".venv", ".git", "data", "test-artifacts", "
                                     "__pycache__", ".ipynb_checkpoints", "*.egg-info",
                                     "gradebook.db", "exchange", "submitted", "autograded",
                                     "feedback", "mistakes", "grades.csv")
+# The student lesson whose setup cell a scratch notebook reuses, and a loop written there that
+# forgets zero_grad (the setup cell defines x, y and loss_fn).
+DOCTOR_LESSON = "notebooks/05_zero_grad/05_zero_grad.ipynb"
+NO_ZERO_GRAD_LOOP = """\
+model = nn.Linear(10, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for step in range(20):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+print(f"loss after 20 steps: {loss.item():.4f}")"""
 # The instructor's lesson in the Formgrader, and the student whose notebook is graded there:
 # bea forgets zero_grad in train_step, one of the lesson's two exercises.
 GRADED_LESSON = "05_zero_grad"
@@ -318,6 +330,32 @@ def test_check_cell_and_validate_explain_a_buggy_answer(lab: JupyterLab,
     sync_api.expect(dialog).to_contain_text("returns_last_batch_loss")
     page.screenshot(path=ARTIFACTS / "06_epoch_loss_validate.png")
     dialog.get_by_role("button", name="Ok").click()
+
+
+def test_loop_doctor_names_a_forgotten_zero_grad(lab: JupyterLab, page: sync_api.Page) -> None:
+    # A scratch notebook beside a student's lesson: its setup cell, then a loop of their own.
+    lesson = nbformat.read(lab.course / DOCTOR_LESSON, as_version=4)
+    setup = next(cell for cell in lesson.cells if cell.cell_type == "code")
+    assert "%load_ext course_utils.doctor" in setup.source, "the setup cell loads the doctor"
+    scratch = nbformat.v4.new_notebook(metadata=lesson.metadata, cells=[
+        nbformat.v4.new_code_cell(setup.source), nbformat.v4.new_code_cell(NO_ZERO_GRAD_LOOP)])
+    nbformat.write(scratch, (lab.course / DOCTOR_LESSON).with_name("scratch.ipynb"))
+
+    notebook = open_notebook(page, lab, str(Path(DOCTOR_LESSON).with_name("scratch.ipynb")))
+    run_all_cells(page)
+    loop = code_cell(notebook, "optimizer.step()")
+    report = loop.locator(".jp-OutputArea-output", has_text="Loop doctor")
+    # Named once, with its code, the evidence and what to change.
+    sync_api.expect(report).to_have_count(1)
+    sync_api.expect(report).to_contain_text("no_zero_grad")
+    sync_api.expect(report).to_contain_text("still held the previous step's")
+    sync_api.expect(report).to_contain_text("optimizer.zero_grad()")
+    sync_api.expect(report.locator("code[title]", has_text="no_zero_grad")).to_have_attribute(
+        "title", "gradients never cleared, so they accumulate across steps")
+    # Loading it shows nothing.
+    setup_outputs = code_cell(notebook, "%load_ext").locator(".jp-OutputArea-output")
+    sync_api.expect(setup_outputs.filter(has_text="doctor")).to_have_count(0)
+    loop.screenshot(path=ARTIFACTS / "doctor_finding.png")
 
 
 def open_formgrader(page: sync_api.Page, lab: JupyterLab) -> sync_api.FrameLocator:

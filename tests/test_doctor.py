@@ -150,6 +150,16 @@ def zero_grad_between_backward_and_step() -> None:
         optimizer.step()
 
 
+@buggy("backward_without_step")
+def zero_grad_keeping_zeros_between_backward_and_step() -> None:
+    model, loader = mlp(), data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
+    for x, y in loader:
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.zero_grad(set_to_none=False)  # zeros kept: each step applies zeros
+        optimizer.step()
+
+
 @buggy("training_in_eval_mode")
 def eval_left_on_after_validation() -> None:
     model, train, val = mlp(dropout=True), data(), data(seed=1)
@@ -603,6 +613,36 @@ def validation_each_epoch_inference_mode() -> None:
         with torch.inference_mode():
             hits = sum((model(x).argmax(1) == y).sum().item() for x, y in val)
         history.append(hits / len(val.dataset))
+
+
+class Jitter(nn.Module):
+    """A data augmentation written as a module (as torchvision's are): no parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.1 * torch.randn_like(x)
+
+
+class JitteredPoints(torch.utils.data.Dataset):
+    """Points augmented as they are loaded: the module runs inside the loader's pass."""
+
+    def __init__(self, n: int = 48) -> None:
+        self.x, self.jitter = torch.randn(n, 10), Jitter()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.jitter(self.x[i]), (self.x[i, 0] > 0).long()
+
+
+@correct
+def augmenting_loader_timed_alone() -> None:
+    loader = torch.utils.data.DataLoader(JitteredPoints(), batch_size=8)
+    for epoch in range(2):
+        for x, y in loader:  # the loader alone, as when timing it: nothing is trained
+            pass
+    model = mlp()
+    train_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 class LitClassifier(nn.Module):

@@ -193,7 +193,11 @@ class Watcher:
             self.tick += 1
             self.last_forward = self.tick
             state.eval_forward = bool(state.layers) and not mode["training"]
-            if current is not None:
+            # Only a module with trainable parameters, or inputs that carry a graph, builds
+            # one: a data augmentation written as a module (torchvision's) does not.
+            builds_graph = state.rep is not None or any(
+                isinstance(x, torch.Tensor) and x.requires_grad for x in inputs)
+            if current is not None and builds_graph:
                 current.forwards_grad += 1
                 current.model = state
         elif mode["training"] and state.layers and current is not None:
@@ -301,7 +305,8 @@ class Watcher:
         for rep in reps.values():
             if rep.after_step is not None and rep.after_step[0]() is not None:
                 g, version = rep.now()
-                if g is rep.after_step[0]() and version == rep.after_step[1]:
+                # Zeros a step applied hold no earlier gradient: adding onto them is harmless.
+                if g is rep.after_step[0]() and version == rep.after_step[1] and bool(g.any()):
                     rep.stale = True
                     rep.before = float(g.norm())
                     continue
