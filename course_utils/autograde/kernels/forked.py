@@ -69,7 +69,11 @@ class Zygote:
                                  self.root, self.autograded, settings)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self._errors, text=True, cwd="/")
-        ready = self._answer(READY_TIMEOUT)
+        try:
+            ready = self._answer(READY_TIMEOUT)
+        except ZygoteError:
+            self.close()
+            raise
         if not ready.get("ready"):
             self.close()
             raise ZygoteError(ready.get("error", "not ready"))
