@@ -147,6 +147,34 @@ def fill():
             f.write(b"\\0" * (64 << 20))
 attempt(fill)
 '''),
+    Attack("memory_tree", "resources", '''
+import resource, time
+each = int(resource.getrlimit(resource.RLIMIT_DATA)[0] * 0.4)  # under the limit per process
+children = []
+for _ in range(6):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            block = b"x" * each
+            time.sleep(1)
+        finally:
+            os._exit(0)
+    children.append(pid)
+print("memory held by children:", sum(os.waitpid(pid, 0)[1] == 0 for pid in children))
+'''),
+    Attack("disk_in_connection_folder", "resources", '''
+import errno
+folder = os.path.dirname(sys.argv[sys.argv.index("-f") + 1])
+for where in (folder, os.path.join(folder, "ipc")):
+    written, refused = 0, "nothing"
+    try:
+        with open(os.path.join(where, "filler"), "wb", buffering=0) as file:
+            for _ in range(200):
+                written += file.write(b"\\0" * (1 << 20))
+    except OSError as error:
+        refused = errno.errorcode[error.errno]
+    print("connection folder:", os.path.basename(where), written >> 20, "MiB, refused", refused)
+'''),
     Attack("hang_ignoring_interrupts", "resources",
            'signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass'),
     # kill

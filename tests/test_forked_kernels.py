@@ -13,11 +13,18 @@ from pathlib import Path
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_core.utils import run_sync
+from traitlets.config import Config
 
+from course_utils.autograde.kernels import folders
 from course_utils.autograde.kernels import forked as forked_kernels
 from course_utils.autograde.kernels.manager import SandboxedKernelManager
 from course_utils.autograde.kernels.policy import Sandbox, missing
+from hostile_class import ATTACKS, PRELUDE
 
+# The kernels' memory here: small, so that attacks on it cost the machine little.
+MEMORY_GIB = 2.0
+# Their scratch spaces, each: and what all the zygote's kernels' folders hold together.
+SCRATCH_MIB = 64
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")]
 
@@ -28,9 +35,10 @@ class Kernel:
     # The zygote the kernels are forked from (None: each starts alone).
     zygote: forked_kernels.Zygote | None = None
 
-    def __init__(self, folder: Path, files: dict[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, files: dict[str, str] | None = None,
+                 config: Config | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.manager = SandboxedKernelManager(kernel_name="python3")
+        self.manager = SandboxedKernelManager(kernel_name="python3", config=config or Config())
         self.manager.folder_files, self.manager.zygote = files or {}, Kernel.zygote
         run_sync(self.manager.start_kernel)(
             cwd=str(folder), extra_arguments=["--HistoryManager.hist_file=:memory:"])
@@ -65,7 +73,8 @@ def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[forked_kernels.
     """One zygote for the module's tests, serving a course's ``autograded`` folder: each test
     shows, too, that what earlier tests did to their kernels left it able to serve."""
     zygote = forked_kernels.Zygote(str(tmp_path_factory.mktemp("autograded")),
-                                   Sandbox(processes=40))
+                                   Sandbox(processes=40, memory_gib=MEMORY_GIB,
+                                           scratch_mib=SCRATCH_MIB))
     yield zygote
     zygote.close()
 
@@ -351,3 +360,53 @@ def test_any_kernel_manager_starts_a_sandboxed_kernel_through_the_provisioner(
         run_sync(manager.shutdown_kernel)(now=True)
     private = os.path.dirname(manager.connection_file)
     assert not manager.has_kernel and not os.path.exists(private)
+
+
+def hostile(name: str) -> str:
+    """The code of the hostile class's attack ``name``, as its notebook runs it."""
+    return PRELUDE + next(attack.code for attack in ATTACKS if attack.name == name)
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "started_alone"])
+def test_memory_holds_for_the_kernels_processes_together(autograded: Path, forked: bool) -> None:
+    """Six processes, each under the per-process limit (0.4 of it), together far over the
+    kernel's."""
+    if not forked:
+        Kernel.zygote = None
+    eve = Kernel(autograded / "eve" / "02_loss",
+                 config=Config({"Sandbox": {"memory_gib": MEMORY_GIB}}))
+    try:
+        assert eve.forked == forked
+        group = eve.manager.provisioner._cgroup
+        if group is None:
+            pytest.skip("no memory cgroup can be made here")
+        said = eve.run(hostile("memory_tree"))
+        peak = group.peak()
+        path = group.path
+    finally:
+        eve.stop()
+    held = int(said.rsplit(" ", 1)[-1])
+    print(f"{said}; the kernel's processes peaked at {peak >> 20} MiB together")
+    assert said.startswith("memory held by children:") and held <= 2
+    assert peak <= MEMORY_GIB * (1 << 30)
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "started_alone"])
+def test_the_connection_folder_takes_no_disk_and_little_memory(autograded: Path,
+                                                               forked: bool) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root keeps the kernels' folders in memory")
+    if not forked:
+        Kernel.zygote = None
+    eve = Kernel(autograded / "eve" / "02_loss")
+    try:
+        assert eve.forked == forked
+        said = eve.run(hostile("disk_in_connection_folder")).splitlines()
+        private = os.path.dirname(eve.manager.connection_file)
+    finally:
+        eve.stop()
+    # refused in the kernel's folder; in its sockets' folder, no more than that folder's size
+    assert said == [f"connection folder: {os.path.basename(private)} 0 MiB, refused EACCES",
+                    f"connection folder: ipc {folders.SOCKETS_MIB} MiB, refused ENOSPC"]
+    assert not os.path.exists(private)

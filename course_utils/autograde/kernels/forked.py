@@ -26,6 +26,7 @@ import tempfile
 import threading
 from typing import Any
 
+from course_utils.autograde.kernels import folders
 from course_utils.autograde.kernels.policy import (GUARDED_KERNEL, UNPRIVILEGED_ID, Sandbox,
                                                    forked_layer, kernel_environment,
                                                    kernel_view, zygote_command, zygote_view)
@@ -55,10 +56,12 @@ class Zygote:
         """
         self.autograded = os.path.realpath(autograded)
         self.settings = settings
-        self.root = tempfile.mkdtemp(prefix="course-kernels-")
+        # Every kernel's folder: in memory as root, scratch_mib for all of them together.
+        self.root = folders.make_kernels_root(settings.scratch_mib)
         if os.geteuid() == 0:
             os.chown(self.root, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
         self._errors = tempfile.TemporaryFile()
+        self._parents: dict[str, int] = {}  # each kernel's parent, as the zygote numbers it
         self._lock = threading.Lock()
         # What the zygote sees, which each kernel forked from it changes into its own view.
         self.view = zygote_view(self.root, self.autograded, settings)
@@ -66,7 +69,11 @@ class Zygote:
                                  self.root, self.autograded, settings)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self._errors, text=True, cwd="/")
-        ready = self._answer(READY_TIMEOUT)
+        try:
+            ready = self._answer(READY_TIMEOUT)
+        except ZygoteError:
+            self.close()
+            raise
         if not ready.get("ready"):
             self.close()
             raise ZygoteError(ready.get("error", "not ready"))
@@ -135,7 +142,41 @@ class Zygote:
         answer = self._ask("start", kernel_id)
         if not answer.get("ok"):
             raise ZygoteError(answer.get("error", "no kernel"))
+        self._parents[kernel_id] = answer["pid"]
         return kernel_id
+
+    def kernel_processes(self, kernel_id: str) -> list[int]:
+        """The processes, by this machine's process ids, of the kernel forked as
+        ``kernel_id``: its parent in the zygote and every process below it."""
+        parents: dict[int, int] = {}
+        numbers: dict[int, list[str]] = {}  # a process's id in each PID namespace, outermost first
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/status") as file:
+                    status = dict(line.split(":\t", 1) for line in file if ":\t" in line)
+            except (OSError, ValueError):
+                continue
+            parents[int(entry)] = int(status["PPid"])
+            numbers[int(entry)] = status.get("NSpid", "").split()
+        # The zygote's namespace is one below that of its sandbox's first process.
+        depth = len(numbers.get(self.process.pid, [])) + 1
+        wanted = str(self._parents.get(kernel_id))
+        found = [pid for pid, ids in numbers.items() if len(ids) == depth and ids[-1] == wanted
+                 and self._below(pid, parents)]
+        if len(found) != 1:
+            return []
+        parent_of_kernel = found[0]
+        return [pid for pid in parents
+                if pid == parent_of_kernel or self._below(pid, parents, parent_of_kernel)]
+
+    def _below(self, pid: int, parents: dict[int, int], top: int | None = None) -> bool:
+        """Whether ``pid`` descends from ``top`` (by default the zygote's sandbox)."""
+        top = self.process.pid if top is None else top
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == top:
+                return True
+        return False
 
     def exit_status(self, kernel_id: str) -> int | None:
         """The forked kernel's exit status; None while it runs."""
@@ -163,7 +204,7 @@ class Zygote:
         if self.process.stdout:
             self.process.stdout.close()
         self._errors.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        folders.remove(self.root)
 
 
 def start_for(autograded: str, settings: Sandbox) -> Zygote | None:

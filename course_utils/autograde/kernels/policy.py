@@ -5,14 +5,16 @@ The kernel sees the Python environment, the ``course_utils`` package and ``data/
 the other files of its own notebook's folder read-only on a private writable scratch space,
 and nothing else of the course directory; it has no network, runs as an unprivileged user
 (as root: a user id of its own, so that one kernel's processes never count against another's
-limit), and its memory, processes, file sizes and CPU time are limited. It talks to nbgrader
-over jupyter_client's IPC transport (unix sockets in a private folder bound into the sandbox),
-because a kernel without network cannot use TCP.
+limit), and its memory, processes, file sizes and CPU time are limited (its processes' memory
+together by ``cgroups``, applied by the provisioner). It talks to nbgrader over jupyter_client's
+IPC transport (unix sockets in a private folder bound into the sandbox, ``folders``), because a
+kernel without network cannot use TCP.
 
 Settings, in ``nbgrader_config.py`` or on the command line (``--Sandbox.memory_gib=12``):
 
     c.Sandbox.enabled = True      # False grades UNPROTECTED: only for trusted notebooks
-    c.Sandbox.memory_gib = 8      # writable memory of each kernel process (RLIMIT_DATA)
+    c.Sandbox.memory_gib = 8      # each kernel's processes together (a cgroup, where one can
+                                  # be made) and each process alone (RLIMIT_DATA)
     c.Sandbox.processes = 128     # processes and threads of the sandbox's user
     c.Sandbox.file_size_mib = 512
     c.Sandbox.cpu_seconds = 1800
@@ -67,9 +69,11 @@ class Sandbox(Configurable):
 
     enabled = Bool(True, help="Run each student's kernel in the sandbox. False grades "
                               "unprotected: only for notebooks you trust.").tag(config=True)
-    memory_gib = Float(8.0, help="Writable memory of each kernel process, GiB (RLIMIT_DATA: "
-                                 "unlike an address-space limit, it lets CUDA reserve "
-                                 "address space).").tag(config=True)
+    memory_gib = Float(8.0, help="Memory of each kernel, GiB: of its processes together (a "
+                                 "memory cgroup, where grading can make one) and writable "
+                                 "memory of each process (RLIMIT_DATA: unlike an "
+                                 "address-space limit, it lets CUDA reserve address space)."
+                       ).tag(config=True)
     processes = Integer(128, help="Processes and threads a kernel may add.").tag(config=True)
     file_size_mib = Integer(512, help="Largest file a kernel may write, MiB.").tag(config=True)
     cpu_seconds = Integer(1800, help="CPU time of a kernel, seconds.").tag(config=True)

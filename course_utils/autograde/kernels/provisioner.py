@@ -23,6 +23,7 @@ from jupyter_client import launch_kernel
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
 
+from course_utils.autograde.kernels import cgroups, folders
 from course_utils.autograde.kernels.forked import Zygote, ZygoteError
 from course_utils.autograde.kernels.policy import (GUARDED_KERNEL, UNPRIVILEGED_ID, Sandbox,
                                                    bwrap_command, kernel_user_id,
@@ -46,6 +47,7 @@ class SandboxProvisioner(KernelProvisionerBase):
     _kernel_cmd: list[str] = []
     _folder = ""
     _files: dict[str, str] | None = None
+    _cgroup: cgroups.KernelCgroup | None = None  # the kernel's processes' memory, together
     _user = UNPRIVILEGED_ID
 
     @property
@@ -66,10 +68,12 @@ class SandboxProvisioner(KernelProvisionerBase):
                                              dir=zygote.root if zygote else None)
             # A kernel the zygote may fork runs as the zygote's user.
             self._user = UNPRIVILEGED_ID if zygote else kernel_user_id()
-            if os.geteuid() == 0:
-                os.chown(self._private, self._user, self._user)
+            if os.geteuid() == 0:  # the kernel reads its folder, and writes only its sockets
+                os.chown(self._private, 0, self._user)
+                os.chmod(self._private, 0o750)
+            folders.make_sockets_folder(self._private, self._user)
         manager.transport = "ipc"
-        manager.ip = os.path.join(self._private, "kernel")
+        manager.ip = os.path.join(self._private, folders.SOCKETS, "kernel")
         manager.connection_file = os.path.join(self._private, "connection.json")
         manager.write_connection_file()
         os.chmod(manager.connection_file, 0o644)
@@ -96,19 +100,54 @@ class SandboxProvisioner(KernelProvisionerBase):
         files = notebook_folder_files(self._folder) if self._files is None else self._files
         if (zygote is not None and zygote.serves(self._kernel_cmd, self._folder)
                 and all(os.path.isfile(path) for path in files.values())):
+            self._cgroup = cgroups.create(int(zygote.settings.memory_gib * (1 << 30)))
             try:
                 self._forked_id = zygote.start_kernel(self._private, self._kernel_cmd,
                                                       self._folder, files)
                 self._zygote, self.forked = zygote, True
+                self._enter_cgroup()
                 return self.connection_info
             except (ZygoteError, OSError) as error:
                 self.log.warning("Starting the kernel alone: the zygote could not fork it (%s)",
                                  error)
+                if self._forked_id is not None:
+                    zygote.kill(self._forked_id)
+                self._forked_id, self._zygote, self.forked = None, None, False
+                self._leave_cgroup()
                 shutil.rmtree(os.path.join(self._private, "files"), ignore_errors=True)
+        self._cgroup = cgroups.create(int(Sandbox(config=self.parent.config).memory_gib
+                                          * (1 << 30)))
+        if self._cgroup is not None:  # joined before bubblewrap starts
+            cmd = self._cgroup.join_command(cmd)
         self._process = launch_kernel(cmd, **{name: value for name, value in kwargs.items()
                                               if name not in ("extra_arguments", "kernel_id")})
         self.forked = False
         return self.connection_info
+
+    def _enter_cgroup(self) -> None:
+        """Moves the forked kernel's processes into its cgroup: before its client connects,
+        so before any of the notebook's code runs (what they start later joins them)."""
+        if self._cgroup is None:
+            return
+        assert self._zygote is not None and self._forked_id is not None
+        moved: set[int] = set()
+        while True:
+            found = set(self._zygote.kernel_processes(self._forked_id))
+            if not found:
+                raise ZygoteError("the forked kernel's processes were not found")
+            if found <= moved:
+                return
+            for pid in sorted(found - moved):
+                try:
+                    self._cgroup.add(pid)
+                except ProcessLookupError:  # ended since
+                    pass
+            moved |= found
+
+    def _leave_cgroup(self) -> None:
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
 
     async def poll(self) -> int | None:
         if self._process is not None:
@@ -146,7 +185,8 @@ class SandboxProvisioner(KernelProvisionerBase):
         await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
-        """Removes the kernel's folder, unless it restarts."""
+        """Removes the kernel's cgroup, and its folder unless it restarts."""
+        self._leave_cgroup()
         if self._private and not restart:
-            shutil.rmtree(self._private, ignore_errors=True)
+            folders.remove(self._private)
             self._private = None

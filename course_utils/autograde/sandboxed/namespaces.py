@@ -18,9 +18,10 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 1, 2, 4, 32
-MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 4096, 16384, 1 << 18, 1 << 20
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _CAPABILITY_VERSION_3 = 0x20080522
+_MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -51,6 +52,11 @@ def mount(source: str | None, target: str, fstype: str | None = None, flags: int
     encode = (lambda text: None if text is None else text.encode())
     _checked(_libc.mount(encode(source), encode(target), encode(fstype), flags,
                          encode(options)), f"mount {target}")
+
+
+def unmount(target: str) -> None:
+    """``umount2(2)``, detaching ``target`` now (it goes once no process uses it)."""
+    _checked(_libc.umount2(target.encode(), _MNT_DETACH), f"unmount {target}")
 
 
 def drop_capabilities() -> None:

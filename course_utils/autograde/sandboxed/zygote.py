@@ -6,7 +6,8 @@ It reads one request per line on stdin and answers one JSON line on stdout:
 - ``{"op": "start", "id": ID}``: forks the kernel whose folder ``<root>/ID/`` the grading
   process filled (``kernel.json``: the kernel's arguments, notebook folder, environment,
   limits and mounts; ``files/``: the notebook folder's other files; the connection file). Answers
-  ``{"ok": true}`` once the kernel is confined, or ``{"ok": false, "error": ...}``.
+  ``{"ok": true, "pid": PID}`` (the kernel's parent here) once the kernel is confined, or
+  ``{"ok": false, "error": ...}``.
 - ``{"op": "poll", "id": ID}``: ``{"ok": true, "exit": None or the exit status}``.
 - ``{"op": "kill", "id": ID}``: ends the kernel and every process it started.
 
@@ -219,8 +220,8 @@ class Forker:
             said = answer.read(5).decode(errors="replace")
             said += answer.read().decode(errors="replace") if said != "ready" else ""
         self.running[kernel_id] = pid
-        if said == "ready":
-            return {"ok": True}
+        if said == "ready":  # the kernel's parent, as this PID namespace numbers it
+            return {"ok": True, "pid": pid}
         self.kill(kernel_id)
         return {"ok": False, "error": said or "the kernel's parent ended without a word"}
 
