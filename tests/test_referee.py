@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from catalogues import Entry, all_submissions
+from course_utils.graders import load_exercises
 from course_utils.autograde.referee import IN_KERNEL_ONLY, Violation, bound, probe_makers
 from course_utils.autograde.sandboxed.serve import Answer, run
 from course_utils.autograde.sandboxed.wire import decode, encode
@@ -34,6 +35,13 @@ def violations(entry: Entry, seed: int) -> list[Violation]:
     answer = decode(run(encode(probe.request), dict(zip(names, students))))
     assert "outcome" in answer, answer
     return probe.judge(answer["outcome"])
+
+
+def test_every_exercise_is_refereed_or_declared_in_kernel_only() -> None:
+    for exercise, declared in load_exercises().items():
+        checks = {check.name for check in declared.checks}
+        assert exercise in PROBES or checks <= IN_KERNEL_ONLY.get(exercise, set()), \
+            f"{exercise} has no referee probe: its points would rest on the kernel's word"
 
 
 def test_every_refereed_exercise_has_correct_and_buggy_entries() -> None:
