@@ -3,9 +3,13 @@ are grouped when they are spread over several processes (``make test`` uses pyte
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+
 import pytest
 
 from hostile_class import HostileClass, grade_hostile_class
+import ordinary_user
 from simulated_class import GradedClass, grade_class
 
 
@@ -19,6 +23,19 @@ def graded_class(tmp_path_factory: pytest.TempPathFactory) -> GradedClass:
 def hostile_class(tmp_path_factory: pytest.TempPathFactory) -> HostileClass:
     """The hostile class after autograde and feedback, with nbgrader alone (serial)."""
     return grade_hostile_class(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="session")
+def grader() -> Iterator[ordinary_user.OrdinaryUser]:
+    """The ordinary user who grades, with the environment for all users and a folder of its own
+    (removed afterwards; the user and the environment stay for the next run)."""
+    why = (ordinary_user.unavailable() or ordinary_user.create_user()
+           or ordinary_user.build_environment())
+    if why:
+        pytest.skip(why)
+    workspace = ordinary_user.new_workspace()
+    yield ordinary_user.OrdinaryUser(ordinary_user.USER, ordinary_user.VENV, workspace)
+    shutil.rmtree(workspace)
 
 
 def group_of(item: pytest.Item) -> str:

@@ -2,6 +2,7 @@
 # The course on a one-machine JupyterHub, as root: `setup.sh start` (make hub) installs what is
 # missing, creates the users, the exchange and the instructor's course, and starts the hub;
 # `setup.sh stop` (make hub-stop) stops it and every server it started. Both may run again.
+# `setup.sh environment` only installs the course's environment for all users (COURSE_HUB_VENV).
 set -euo pipefail
 
 # useradd and runuser live in sbin, which a user's PATH may lack.
@@ -54,6 +55,10 @@ install_system_packages() {
 # The course's environment: JupyterHub, JupyterLab, nbgrader, torch and course_utils (a copy,
 # not a link to this checkout), reinstalled only when the package changed.
 install_environment() {
+    # One installer at a time (the hub's test and the ordinary user's test may both ask): a
+    # lock on this script, which leaves no file behind.
+    exec 9<"$HERE/setup.sh"
+    flock 9
     [ -x "$COURSE_HUB_VENV/bin/python" ] || "$BASE_PYTHON" -m venv "$COURSE_HUB_VENV" \
         || missing "a virtual environment in $COURSE_HUB_VENV"
     local stamp=$COURSE_HUB_VENV/.course-installed
@@ -86,6 +91,7 @@ install_environment() {
         chmod -R a+rX "$COURSE_HUB_VENV"
         echo "$version" > "$stamp"
     fi
+    exec 9<&-
 }
 
 create_users() {
@@ -203,5 +209,6 @@ case "${1:-start}" in
         start_hub
         ;;
     stop) stop_hub ;;
-    *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
+    environment) install_environment ;;
+    *) echo "usage: $0 [start|stop|environment]" >&2; exit 2 ;;
 esac
