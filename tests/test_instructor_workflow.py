@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from IPython.core.inputtransformer2 import TransformerManager
 import pytest
 import torch
 from torch import nn
@@ -57,7 +58,8 @@ def grade_in_process(submitted: Path, test_source: str) -> tuple[float, list[Rep
     cells = nbformat.read(submitted, as_version=4).cells
     for cell in cells:  # the lesson's imports, which answers may use (`Dataset`, `np`, ...)
         if cell.cell_type == "code" and not is_answer(cell):
-            imports = [node for node in ast.parse(cell.source).body
+            python = TransformerManager().transform_cell(cell.source)  # magics as calls
+            imports = [node for node in ast.parse(python).body
                        if isinstance(node, (ast.Import, ast.ImportFrom))]
             exec(compile(ast.Module(imports, type_ignores=[]), "<imports>", "exec"), namespace)
     for cell in cells:

@@ -93,6 +93,7 @@ def make(mounts: list[Mount]) -> None:
     made before it is bound may cover the path it was named by."""
     sources = {mount.source: os.open(mount.source, os.O_PATH) for mount in mounts
                if mount.kind in ("ro-bind", "bind")}
+    created: list[str] = []
     for mount in mounts:
         if mount.kind == "remount-ro":
             ns.mount(None, mount.target, None, ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY
@@ -101,6 +102,7 @@ def make(mounts: list[Mount]) -> None:
         for parent in parents(mount.target):
             if not os.path.isdir(parent):
                 os.mkdir(parent, 0o755)
+                created.append(parent)
         if mount.kind in ("ro-bind", "bind"):
             descriptor = sources[mount.source]
             if stat.S_ISDIR(os.fstat(descriptor).st_mode):
@@ -122,3 +124,10 @@ def make(mounts: list[Mount]) -> None:
             raise ValueError(f"a {mount.kind} mount cannot be made here")
     for descriptor in sources.values():
         os.close(descriptor)
+    # The folders made on the way are this process's own, so it could write in them: each
+    # topmost one is bound onto itself read-only, as bubblewrap's (made as root) are. The
+    # mounts below keep their own flags.
+    for folder in created:
+        if not any(below(folder, other) for other in created):
+            ns.mount(folder, folder, None, ns.MS_BIND | ns.MS_REC)
+            ns.mount(None, folder, None, ns.MS_REMOUNT | ns.MS_BIND | ns.MS_RDONLY | _MEMORY)
