@@ -29,6 +29,19 @@ def exercises_graded(source: str) -> list[str]:
     return list(dict.fromkeys(grade_calls(source)))
 
 
+def data_of(source: str, exercise: str) -> str:
+    """The data a test cell's ``source`` grades ``exercise`` on: ``grade(..., data="mnist")``,
+    else the graders' default, ``"toy"``.
+
+    Example:
+        >>> data_of('r = [grade("fit", fit, data="mnist")]', "fit"), data_of("grade('f', f)", "f")
+        ('mnist', 'toy')
+    """
+    call = re.search(rf"""\bgrade\(\s*["']{re.escape(exercise)}["'][^)]*?\bdata\s*=\s*["'](\w+)["']""",
+                     source)
+    return call.group(1) if call else "toy"
+
+
 def exercise_of(source: str) -> str | None:
     """The exercise a test cell grades: the first name given to ``grade(...)``.
 

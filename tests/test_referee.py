@@ -18,8 +18,9 @@ from course_utils.autograde.sandboxed.serve import Answer, run
 from course_utils.autograde.sandboxed.wire import decode, encode
 
 PROBES = probe_makers()
+# Entries graded on MNIST too: the probes are small, and the bound counts the entry's checks.
 REFEREED = [entry for entry in all_submissions()
-            if entry.exercise in PROBES and entry.data == "toy" and entry.timeout is None]
+            if entry.exercise in PROBES and entry.timeout is None]
 
 
 @pytest.fixture(autouse=True)

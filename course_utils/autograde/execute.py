@@ -36,7 +36,7 @@ from course_utils.autograde.kernels.pool import RESOURCE, KernelPool
 from course_utils.autograde.referee import Violation, bound, probe_makers
 from course_utils.autograde.sandboxed.wire import decode, encode
 from course_utils.autograde.scores import judge_test_cell
-from course_utils.protocol import exercises_graded, is_test_cell
+from course_utils.protocol import data_of, exercises_graded, is_test_cell
 
 # The names a test cell relies on, bound to the graders' own while it runs.
 GRADER_NAMES = ("grade", "points", "check")
@@ -138,7 +138,8 @@ class SafeExecute(Execute):
                 bounds[exercise] = (0.0, [Violation((), "the kernel did not serve the referee")])
             else:
                 found = probe.judge(outcome)
-                bounds[exercise] = (bound(exercise, "toy", found), found)
+                bounds[exercise] = (bound(exercise, data_of(cell.source, exercise), found),
+                                    found)
         return bounds
 
     # nbconvert calls the synchronous wrapper, which nbclient binds to its own coroutine.

@@ -17,6 +17,8 @@ Example:
     0.5
     >>> bound("mse_loss", "toy", [Violation(("tensor", "value"), "...")])
     0.75
+    >>> bound("fit", "mnist", [Violation(("train_loss",), "judged on toy data only")])
+    1.0
 """
 
 from __future__ import annotations
@@ -72,12 +74,18 @@ def probe_makers() -> dict[str, Callable[[int], Probe]]:
 
 def bound(exercise: str, data: str, violations: list[Violation]) -> float:
     """The highest score the outcomes allow: 1.0 without violations, else for each violation the
-    best score of a submission failing one of its checks, the lowest of those."""
+    best score of a submission failing one of its checks, the lowest of those. A violation
+    only of checks not judged on ``data`` bounds nothing (the graders do not hold the student
+    to them there); one naming no check at all allows 0."""
     checks = load_exercises()[exercise].checks_for(data)
     names = {check.name for check in checks}
     limit = 1.0
     for violation in violations:
-        suspects = [name for name in violation.checks if name in names] or sorted(names)
+        if not violation.checks:
+            return 0.0
+        suspects = [name for name in violation.checks if name in names]
+        if not suspects:
+            continue
         limit = min(limit, max(scoring.score(
             SimpleNamespace(weight=check.weight, lesson=check.lesson, passed=check.name != failed)
             for check in checks) for failed in suspects))
