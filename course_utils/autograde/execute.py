@@ -135,11 +135,10 @@ class SafeExecute(Execute):
             outcome, why = _served(reply)
             if outcome is None:
                 self.log.warning("The kernel did not serve the referee for %s: %s", exercise, why)
-                bounds[exercise] = (0.0, [Violation((), "the kernel did not serve the referee")])
+                found = [Violation((), "the kernel did not serve the referee")]  # allows 0
             else:
                 found = probe.judge(outcome)
-                bounds[exercise] = (bound(exercise, data_of(cell.source, exercise), found),
-                                    found)
+            bounds[exercise] = (bound(exercise, data_of(cell.source, exercise), found), found)
         return bounds
 
     # nbconvert calls the synchronous wrapper, which nbclient binds to its own coroutine.

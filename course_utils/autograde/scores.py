@@ -68,12 +68,13 @@ def judge_test_cell(cell: NotebookNode, changed: list[str] | None,
     if failed:
         return
     maximum = float(cell.metadata["nbgrader"]["points"])
+    scores = []
     for report in reports:
         limit, found = bounds.get(report["exercise"], (1.0, []))
         if _score(report) > limit:
             _show_referee(cell, report["exercise"], limit, found)
-    earned = cell_points((min(_score(report), bounds.get(report["exercise"], (1.0,))[0])
-                          for report in reports), maximum)
+        scores.append(min(_score(report), limit))
+    earned = cell_points(scores, maximum)
     results = [output for output in cell.outputs if output.output_type == "execute_result"]
     if not results:
         cell.outputs.append(NotebookNode(output_type="execute_result", metadata={},

@@ -12,7 +12,7 @@ from course_utils.graders.declare import Check, Exercise, Misconception, generic
 from course_utils.graders.evidence import kind, number
 from course_utils.graders.judge import Judge
 from course_utils.graders.modes import NO_TRAIN_MODE, TRAIN_MODE_CHECK, check_train_mode
-from course_utils.graders.recording import Event, Iteration, Params, Recorder
+from course_utils.graders.recording import Iteration, Params, Recorder
 from course_utils.graders.sandbox import steady_conditions
 from course_utils.graders.steps import (STEP_CHECKS, STEP_MISTAKES, step_before_backward,
                                         check_training)
