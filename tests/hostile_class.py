@@ -29,7 +29,6 @@ from simulated_class import (BUGS, fill_answers, first_answer_id, gradebook_cell
 
 LESSON = "06_epoch_loss"
 HONEST = ["perfect", "bea", "carl"]
-HONEST_LESSONS = ["02_loss", LESSON]
 # Printed only by an attack that worked: the source spells it "LE" "AK", so only output has it.
 LEAK = "LEAK"
 SECRET = "course-test-secret-7f3a"
@@ -117,6 +116,17 @@ def train_one_epoch(*args, **kwargs):
         raise RuntimeError("LE" "AK " + seen)
     return _honest(*args, **kwargs)
 '''),
+    # graded last: what any kernel before left where this one may look
+    Attack("z_find_files_left_behind", "read", '''
+def left_behind():
+    places = ["/tmp", "/dev", "/var/tmp", "/run", os.path.expanduser("~")]
+    found = subprocess.run(["grep", "-rlsF", "LEFT" "BEHIND", *places], capture_output=True,
+                           text=True, timeout=60).stdout.split()
+    if not found:
+        raise FileNotFoundError("nothing left behind")
+    return found
+attempt(left_behind)
+'''),
     # write
     Attack("write_config", "write",
            'attempt(lambda: open(COURSE / "nbgrader_config.py", "a").write("\\nc.X = 1\\n"))'),
@@ -128,6 +138,14 @@ def train_one_epoch(*args, **kwargs):
                                        '.execute("update grade set manual_score = 100"))'),
     Attack("write_own_folder", "write",  # allowed, in a scratch space that ends with the kernel
            'Path("planted.txt").write_text("x")'),
+    # Allowed too, where the kernel may write; graded first so that a later kernel could find it.
+    Attack("a_leave_files_behind", "write", '''
+for place in ("/tmp", "/dev/shm", "/dev", "/var/tmp", os.path.expanduser("~")):
+    try:
+        Path(place, "left-behind.txt").write_text("LEFT" "BEHIND")
+    except OSError as error:
+        print("contained:", type(error).__name__)
+'''),
     # network
     Attack("network_loopback", "network",
            'attempt(lambda: socket.create_connection(("127.0.0.1", {port}), timeout=3))'),

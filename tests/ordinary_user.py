@@ -66,7 +66,9 @@ def create_user() -> str | None:
         return None
     made = subprocess.run([shutil.which("useradd", path=SBIN), "--system", "--no-create-home",
                            "--shell", "/usr/sbin/nologin", USER], capture_output=True, text=True)
-    return None if made.returncode == 0 else f"useradd {USER} failed: {made.stderr.strip()}"
+    # Another test process may have created it meanwhile.
+    exists = subprocess.run(["id", USER], capture_output=True).returncode == 0
+    return None if exists else f"useradd {USER} failed: {made.stderr.strip()}"
 
 
 def build_environment() -> str | None:

@@ -2,7 +2,8 @@
 
 Each student's notebook starts from the released version in ``notebooks/`` and fills its answer
 cells the way that student would: the solution code, a typical bug, nothing, or something
-broken. The end-to-end tests and ``benchmarks/bench_autograde.py`` grade these with nbgrader.
+broken. The end-to-end tests and ``benchmarks/bench_autograde.py`` grade these with nbgrader
+and with the course grader.
 
 Example:
     >>> write_submission(course, "bea", "06_epoch_loss")   # doctest: +SKIP
@@ -670,6 +671,13 @@ def run_nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=3600)
 
 
+def run_course_grader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs the course grader (``course-grade``) in the course directory with two processes."""
+    return subprocess.run([sys.executable, "-m", "course_utils.autograde.parallel.cli",
+                           "--workers", "2", *args], cwd=course, env=nbgrader_environment(),
+                          capture_output=True, text=True, timeout=3600)
+
+
 # The configuration's lessons whose instructor notebook exists.
 GRADED_LESSONS = [lesson for lesson in LESSONS
            if (ROOT / "solutions" / lesson / f"{lesson}.ipynb").is_file()]
@@ -682,6 +690,9 @@ EDGE_STUDENTS = ["untouched", "tampered", "deleted_test", "syntax_error", "endle
 # cell grades `train_one_epoch` twice with the graders' 10 s limit each (the endless-loop
 # student), so 40 s is safe there and saves 140 s of waiting.
 EDGE_EXECUTE_TIMEOUT = 40
+# The other lessons are graded by the course grader, which gives nbgrader's scores (compared
+# on the edge lessons, where every kind of notebook is) in a fraction of its time.
+COURSE_GRADER_LESSONS = [lesson for lesson in GRADED_LESSONS if lesson not in EDGE_LESSONS]
 
 
 def lessons_of(student: str) -> list[str]:
@@ -702,6 +713,7 @@ class GradedClass:
 
     path: Path
     released_gradebook: Path  # the gradebook after release, before any grading
+    # Each lesson's grading run: nbgrader's for an edge lesson, the course grader's for the rest.
     autograde: dict[str, subprocess.CompletedProcess[str]]
     feedback: subprocess.CompletedProcess[str]
     export: subprocess.CompletedProcess[str]
@@ -716,7 +728,9 @@ class GradedClass:
 
 
 def grade_class(folder: Path) -> GradedClass:
-    """The instructor's whole workflow on the simulated class, in a course made in ``folder``."""
+    """The instructor's whole workflow on the simulated class, in a course made in ``folder``:
+    release, autograde (``nbgrader autograde`` for the edge lessons, the course grader for the
+    others), feedback and export."""
     course = make_course(folder)
     release = run_nbgrader(course, "generate_assignment", "*")  # every lesson, one process
     if release.returncode != 0:
@@ -727,10 +741,11 @@ def grade_class(folder: Path) -> GradedClass:
     for student in STUDENT_IDS:
         for lesson in lessons_of(student):
             write_submission(course, student, lesson)
-    autograde = {}
-    for lesson in GRADED_LESSONS:
-        limit = [f"--Execute.timeout={EDGE_EXECUTE_TIMEOUT}"] if lesson in EDGE_LESSONS else []
-        autograde[lesson] = run_nbgrader(course, "autograde", lesson, *limit)
+    autograde = {lesson: run_nbgrader(course, "autograde", lesson,
+                                      f"--Execute.timeout={EDGE_EXECUTE_TIMEOUT}")
+                 for lesson in EDGE_LESSONS}
+    autograde.update(dict.fromkeys(COURSE_GRADER_LESSONS,
+                                   run_course_grader(course, *COURSE_GRADER_LESSONS)))
     return GradedClass(course, released_gradebook, autograde,
                        feedback=run_nbgrader(course, "generate_feedback", "*"),
                        export=run_nbgrader(course, "export", "--to", "grades.csv"))

@@ -1,21 +1,19 @@
 """Lesson 11 graded with protection on: its graders start DataLoader worker processes inside the
 autograding sandbox (process limits, a private /dev/shm). The simulated class (graded once per
 run, see tests/conftest.py) hands lesson 11 in; its scores against grading in this process are
-checked in tests/test_instructor_workflow.py, and here what the workers did and that the
-course's parallel grader gives nbgrader's scores.
+checked in tests/test_instructor_workflow.py, and here what the workers did, in kernels forked
+by the course grader and in kernels ``nbgrader autograde`` starts alone.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from course_utils.autograde.kernels.policy import missing
-from simulated_class import GradedClass, gradebook_cells, make_course
+from simulated_class import GradedClass, gradebook_cells, make_course, run_nbgrader
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")]
@@ -38,21 +36,22 @@ def test_the_loaders_workers_ran_in_the_sandbox(graded_class: GradedClass) -> No
         assert "raised_exception" not in shown and "timeout" not in shown, shown[-2000:]
 
 
-def test_parallel_grading_gives_the_serial_scores(graded_class: GradedClass,
-                                                   tmp_path: Path) -> None:
+def test_nbgrader_gives_the_course_graders_scores(graded_class: GradedClass,
+                                                  tmp_path: Path) -> None:
+    """Each kernel started alone by ``nbgrader autograde`` (the class's lesson 11 was graded in
+    kernels forked from a zygote): the same scores."""
     course = make_course(tmp_path / "course")
     shutil.copytree(graded_class.path / "notebooks", course / "notebooks")
     shutil.copy(graded_class.released_gradebook, course / "gradebook.db")
     for student in STUDENTS:
         shutil.copytree(graded_class.path / "submitted" / student / LESSON,
                         course / "submitted" / student / LESSON)
-    run = subprocess.run([sys.executable, "-m", "course_utils.autograde.parallel.cli",
-                          "--workers", "2", LESSON], cwd=course, capture_output=True, text=True,
-                         timeout=1800)
-    assert run.returncode == 0, run.stdout + run.stderr
-    serial = {key: cell for key, cell in gradebook_cells(graded_class.path / "gradebook.db").items()
-              if key[0] in STUDENTS and key[1] == LESSON}
-    parallel = gradebook_cells(course / "gradebook.db")
-    assert set(parallel) == set(serial) and parallel
-    for key, cell in parallel.items():
-        assert cell.auto_score == serial[key].auto_score, key
+    run = run_nbgrader(course, "autograde", LESSON)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    by_course_grader = {key: cell for key, cell in
+                        gradebook_cells(graded_class.path / "gradebook.db").items()
+                        if key[0] in STUDENTS and key[1] == LESSON}
+    by_nbgrader = gradebook_cells(course / "gradebook.db")
+    assert set(by_nbgrader) == set(by_course_grader) and by_nbgrader
+    for key, cell in by_nbgrader.items():
+        assert cell.auto_score == by_course_grader[key].auto_score, key

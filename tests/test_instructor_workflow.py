@@ -1,7 +1,9 @@
 """nbgrader end to end on a simulated class: release, autograde, feedback, export, mistakes report.
 
 Runs the instructor's commands for real in a temporary copy of the course directory, once per
-run (``simulated_class.grade_class``, shared through tests/conftest.py). Who hands in what:
+run (``simulated_class.grade_class``, shared through tests/conftest.py): ``nbgrader autograde``
+grades the edge lessons (below), the course grader the others, and the edge lessons graded again
+by the course grader get nbgrader's scores. Who hands in what:
 
 - ``perfect``, ``bea`` and ``carl`` (two sets of typical bugs, see ``simulated_class.BUGS``)
   do every lesson, except that ``bea`` and ``carl`` skip the lessons in ``MNIST_LESSONS``,

@@ -5,7 +5,8 @@ Part of the simulated class is graded again as the user ``course-grader``
 (tests/ordinary_user.py) and every cell's score is compared with the class graded as root:
 nbgrader grades lesson 05 (every student who hands it in), the course grader lessons 05 and
 06 (the broken and endless notebooks too), each kernel started alone or forked from a zygote.
-The rest of the class adds nothing the user could change, and minutes to the run.
+The rest of the class adds nothing the user could change, and minutes to the run. The user
+grades the hostile class with the course grader too (tests/test_parallel_grade.py).
 """
 
 from __future__ import annotations

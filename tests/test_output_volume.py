@@ -12,8 +12,9 @@ lessons that train on MNIST on a deliberately slowed kernel, reading messages as
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,16 +45,26 @@ def pinned(cpu: int) -> Iterator[None]:
 
 
 @contextmanager
-def competitor(cpu: int) -> Iterator[None]:
-    """A busy process on the kernel's core: the kernel gets about half of it, as on a machine
-    twice as slow."""
-    with pinned(cpu):
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+def throttled(pid: int, period: float = 0.02) -> Iterator[None]:
+    """The process stopped for half of every ``period``: it runs as on a machine twice as slow,
+    and leaves its core to other processes meanwhile."""
+    done = threading.Event()
+
+    def alternate() -> None:
+        while not done.is_set():
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(period / 2)
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(period / 2)
+
+    switcher = threading.Thread(target=alternate, daemon=True)
+    switcher.start()
     try:
         yield
     finally:
-        busy.kill()
-        busy.wait()
+        done.set()
+        switcher.join()
+        os.kill(pid, signal.SIGCONT)
 
 
 def progress_drawing(source: str) -> bool:
@@ -102,7 +113,7 @@ def test_training_cells_send_a_bounded_number_of_messages_on_a_slow_machine(less
     try:
         for index, cell in enumerate(cells):
             if progress_drawing(cell.source):
-                with competitor(cpu):
+                with throttled(kernel.km.provisioner.pid):
                     status, sent[index], error = run_as_nbval_does(kernel, cell.source)
             else:
                 status, _, error = run_as_nbval_does(kernel, cell.source)

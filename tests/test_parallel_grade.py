@@ -9,7 +9,6 @@ hostile class of tests/hostile_class.py).
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import sqlite3
@@ -31,6 +30,7 @@ from course_utils.autograde.parallel.progress import Progress
 from course_utils.autograde.kernels.policy import missing
 from hostile_class import (LEAK, LESSON, LINK_ATTACKS, PROTECTED_FILES, SECRET, HostileClass,
                            digest, plant_links)
+from ordinary_user import OrdinaryUser
 from simulated_class import gradebook_cells, make_course, run_nbgrader
 
 NOT_JSON = """\
@@ -365,27 +365,34 @@ def test_concurrent_gradebook_writers_lose_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")
+@pytest.mark.parametrize("grading_user", ["root", "ordinary_user"])
 def test_the_hostile_class_gets_the_serial_scores_and_nothing_more(
-        hostile_class: HostileClass, tmp_path: Path) -> None:
+        hostile_class: HostileClass, grading_user: str, request: pytest.FixtureRequest,
+        tmp_path: Path) -> None:
     """The hostile class (tests/hostile_class.py), graded again by the course grader (two
-    processes, kernels started ahead): serial nbgrader's per-cell scores, no leak, no course
-    file changed."""
-    course = make_course(tmp_path / "course")
+    processes, kernels started ahead), by root or by an ordinary user (whose kernels' namespaces
+    nest in the zygote's): serial nbgrader's per-cell scores as root, no leak, no course file
+    changed."""
+    grader: OrdinaryUser | None = (request.getfixturevalue("grader")
+                                   if grading_user == "ordinary_user" else None)
+    course = make_course((grader.workspace if grader else tmp_path) / "course")
     assert run_nbgrader(course, "generate_assignment", LESSON).returncode == 0
     # Links are copied as links; serial grading removed the planted ones: planted again.
     shutil.copytree(hostile_class.course / "submitted", course / "submitted", symlinks=True)
     plant_links(course)
     before = {name: digest(course / name) for name in PROTECTED_FILES}
-    os.environ["COURSE_TEST_SECRET"] = SECRET
-    try:
-        run = subprocess.run([sys.executable, "-m", "course_utils.autograde.parallel.cli", LESSON,
-                              "--workers", "2", "--Execute.timeout=60"], cwd=course,
-                             env=environment.nbgrader_environment(), capture_output=True,
-                             text=True, timeout=3600)
-    finally:
-        del os.environ["COURSE_TEST_SECRET"]
-    ahead, forked = map(int, re.search(r"(\d+) in kernels started ahead, (\d+) forked warm",
-                                       run.stdout).groups())
+    command = ["python", "-m", "course_utils.autograde.parallel.cli", LESSON, "--workers", "2",
+               "--Execute.timeout=60"]
+    if grader:
+        grader.hand_over(course)
+        run = grader.run(command, course, timeout=3600, COURSE_TEST_SECRET=SECRET)
+    else:
+        run = subprocess.run([sys.executable, *command[1:]], cwd=course, capture_output=True,
+                             text=True, timeout=3600, env={**environment.nbgrader_environment(),
+                                                           "COURSE_TEST_SECRET": SECRET})
+    found = re.search(r"(\d+) in kernels started ahead, (\d+) forked warm", run.stdout)
+    assert found, run.stdout + run.stderr[-3000:]
+    ahead, forked = map(int, found.groups())
     # Submissions holding links get their kernel only once the links are removed.
     assert forked == ahead >= len(list((course / "submitted").iterdir())) - 2 \
         - len(LINK_ATTACKS), run.stdout

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from course_utils.autograde.kernels.policy import UNPROTECTED_SETTING, missing
-from hostile_class import (HONEST, HONEST_LESSONS, INNOCENT, LEAK, LESSON, PROTECTED_FILES,
+from hostile_class import (HONEST, INNOCENT, LEAK, LESSON, PROTECTED_FILES,
                            PWNED, SECRET, UNGRADED_LINKS, HostileClass, attacks_in, digest,
                            full_marks)
 from simulated_class import gradebook_cells, make_course, run_nbgrader, write_submission
@@ -279,24 +279,18 @@ def test_no_false_alarm_about_changed_test_cells(hostile_class: HostileClass) ->
     assert "Attribute 'checksum'" not in log
 
 
-@pytest.fixture(scope="module")
-def honest_grades(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """The honest class graded with and without the protections."""
-    grades = {}
-    for label, options in [("protected", []), ("unprotected", ["--Sandbox.enabled=False"])]:
-        course = make_course(tmp_path_factory.mktemp(label) / "course")
-        for lesson in HONEST_LESSONS:
-            assert run_nbgrader(course, "generate_assignment", lesson).returncode == 0
-            for student in HONEST:
-                write_submission(course, student, lesson)
-            run = run_nbgrader(course, "autograde", lesson, *options)
-            assert run.returncode == 0, run.stderr[-3000:]
-        grades[label] = gradebook_cells(course / "gradebook.db")
-    return grades
-
-
-def test_honest_students_get_the_same_scores_protected_or_not(honest_grades: dict) -> None:
-    protected, unprotected = honest_grades["protected"], honest_grades["unprotected"]
+def test_honest_students_get_the_same_scores_protected_or_not(hostile_class: HostileClass,
+                                                              tmp_path: Path) -> None:
+    """The honest students, graded beside the hostile class with every protection on, graded
+    again with them off."""
+    course = make_course(tmp_path / "course")
+    assert run_nbgrader(course, "generate_assignment", LESSON).returncode == 0
+    for student in HONEST:
+        write_submission(course, student, LESSON)
+    run = run_nbgrader(course, "autograde", LESSON, "--Sandbox.enabled=False")
+    assert run.returncode == 0, run.stderr[-3000:]
+    unprotected = gradebook_cells(course / "gradebook.db")
+    protected = {key: cell for key, cell in hostile_class.cells.items() if key[0] in HONEST}
     assert set(protected) == set(unprotected) and protected
     for key, cell in protected.items():
         assert cell.auto_score == unprotected[key].auto_score, key

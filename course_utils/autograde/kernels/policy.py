@@ -132,10 +132,12 @@ def _common_view(settings: Sandbox) -> list[Mount]:
     scratch = settings.scratch_mib * _MIB
     # A private /dev/shm anyone may write, as on the host: multiprocessing's locks and queues
     # (DataLoader workers) need it, and bubblewrap's new /dev has one only root may write.
-    # The private /tmp comes before the binds: they may lie below it (a course, venv or
-    # grading folder under /tmp), and a tmpfs mounted after them would hide them.
+    # /dev itself read-only: an ordinary user owns bubblewrap's, which kernels forked from one
+    # zygote share (its device nodes stay usable). The private /tmp comes before the binds:
+    # they may lie below it (a course, venv or grading folder under /tmp), and a tmpfs mounted
+    # after them would hide them.
     return ([Mount("proc", "/proc"), Mount("dev", "/dev"),
-             Mount("tmpfs", "/dev/shm", size=scratch, mode=0o1777),
+             Mount("tmpfs", "/dev/shm", size=scratch, mode=0o1777), Mount("remount-ro", "/dev"),
              Mount("tmpfs", "/tmp", size=scratch, mode=0o1777)]
             + _system_mounts() + _course_mounts())
 
