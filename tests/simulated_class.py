@@ -664,6 +664,21 @@ def make_course(path: Path) -> Path:
     return path
 
 
+def released_like(graded: GradedClass, folder: Path, lessons: list[str],
+                  students: list[str] | None = None) -> Path:
+    """A course made in ``folder``, released as ``graded`` was (its student notebooks and its
+    gradebook before grading), holding its submissions of ``lessons`` (by ``students``, or by
+    everyone who handed them in), graded by no one yet."""
+    course = make_course(folder)
+    shutil.copytree(graded.path / "notebooks", course / "notebooks")
+    shutil.copy(graded.released_gradebook, course / "gradebook.db")
+    for lesson in lessons:
+        for submission in sorted((graded.path / "submitted").glob(f"*/{lesson}")):
+            if students is None or submission.parent.name in students:
+                shutil.copytree(submission, course / "submitted" / submission.parent.name / lesson)
+    return course
+
+
 def run_nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Runs this environment's nbgrader in the course directory, as an instructor would."""
     return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course,

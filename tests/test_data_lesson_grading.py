@@ -7,13 +7,12 @@ by the course grader and in kernels ``nbgrader autograde`` starts alone.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from course_utils.autograde.kernels.policy import missing
-from simulated_class import GradedClass, gradebook_cells, make_course, run_nbgrader
+from simulated_class import GradedClass, gradebook_cells, released_like, run_nbgrader
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")]
@@ -40,12 +39,7 @@ def test_nbgrader_gives_the_course_graders_scores(graded_class: GradedClass,
                                                   tmp_path: Path) -> None:
     """Each kernel started alone by ``nbgrader autograde`` (the class's lesson 11 was graded in
     kernels forked from a zygote): the same scores."""
-    course = make_course(tmp_path / "course")
-    shutil.copytree(graded_class.path / "notebooks", course / "notebooks")
-    shutil.copy(graded_class.released_gradebook, course / "gradebook.db")
-    for student in STUDENTS:
-        shutil.copytree(graded_class.path / "submitted" / student / LESSON,
-                        course / "submitted" / student / LESSON)
+    course = released_like(graded_class, tmp_path / "course", [LESSON], STUDENTS)
     run = run_nbgrader(course, "autograde", LESSON)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     by_course_grader = {key: cell for key, cell in

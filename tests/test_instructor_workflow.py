@@ -24,7 +24,6 @@ import contextlib
 import csv
 import io
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ from course_utils.graders import Report, grade, points
 from course_utils.protocol import exercise_of, is_test_cell
 from simulated_class import (BUGS, EDGE_EXECUTE_TIMEOUT, EDGE_LESSONS, EDGE_STUDENTS,
                              STUDENT_IDS, GradedClass, gradebook_cells, is_answer, lessons_of,
-                             make_course)
+                             released_like)
 from simulated_class import GRADED_LESSONS as LESSONS
 
 pytestmark = pytest.mark.slow
@@ -268,14 +267,8 @@ def test_parallel_grading_gives_the_serial_scores(graded_class: GradedClass,
                                                    tmp_path: Path) -> None:
     """The course grader on the class, broken and endless notebooks included: per-cell scores
     equal to serial nbgrader's, the failures reported, one gradebook."""
-    course = make_course(tmp_path / "course")
-    shutil.copytree(graded_class.path / "notebooks", course / "notebooks")
-    shutil.copy(graded_class.released_gradebook, course / "gradebook.db")
     students = ["perfect", *BUGS, *EDGE_STUDENTS]
-    for student in students:
-        for lesson in EDGE_LESSONS:
-            shutil.copytree(graded_class.path / "submitted" / student / lesson,
-                            course / "submitted" / student / lesson)
+    course = released_like(graded_class, tmp_path / "course", EDGE_LESSONS, students)
 
     run = subprocess.run([sys.executable, "-m", "course_utils.autograde.parallel.cli",
                           "--workers", "2",

@@ -12,7 +12,6 @@ grades the hostile class with the course grader too (tests/test_parallel_grade.p
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from course_utils.autograde.kernels.policy import missing
 from ordinary_user import OrdinaryUser
 from simulated_class import (EDGE_EXECUTE_TIMEOUT, EDGE_LESSONS, GradedClass, gradebook_cells,
-                             make_course)
+                             released_like)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(missing() is not None, reason=f"no sandbox here: {missing()}")]
@@ -34,12 +33,7 @@ def class_of_user(graded_class: GradedClass, grader: OrdinaryUser, name: str,
                   lessons: list[str]) -> Path:
     """A course in the user's workspace, released as root released it, with the submissions
     of ``lessons``, given to the user."""
-    course = make_course(grader.workspace / name)
-    shutil.copytree(graded_class.path / "notebooks", course / "notebooks")
-    shutil.copy(graded_class.released_gradebook, course / "gradebook.db")
-    for lesson in lessons:
-        for submission in (graded_class.path / "submitted").glob(f"*/{lesson}"):
-            shutil.copytree(submission, course / "submitted" / submission.parent.name / lesson)
+    course = released_like(graded_class, grader.workspace / name, lessons)
     grader.hand_over(course)
     return course
 

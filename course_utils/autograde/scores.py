@@ -71,9 +71,10 @@ def judge_test_cell(cell: NotebookNode, changed: list[str] | None,
     scores = []
     for report in reports:
         limit, found = bounds.get(report["exercise"], (1.0, []))
-        if _score(report) > limit:
+        reported = _score(report)
+        if reported > limit:
             _show_referee(cell, report["exercise"], limit, found)
-        scores.append(min(_score(report), limit))
+        scores.append(min(reported, limit))
     earned = cell_points(scores, maximum)
     results = [output for output in cell.outputs if output.output_type == "execute_result"]
     if not results:
