@@ -4,8 +4,9 @@ its heavy imports done, while the notebook before it is graded.
 A grading process that knows which submission comes next calls ``prepare`` for it: the kernel
 starts in that submission's own sandbox (the files nbgrader will put in its folder, copied from
 where they are now), forked from the grading process's zygote where it has one
-(``course_utils.autograde.kernels.forked``, imports already done) and else started alone, and is
-asked, silently and without history, to import torch, matplotlib and the graders and warm them up.
+(``course_utils.autograde.kernels.forked``, imports done and warmed up there) and else started
+alone, and is asked, silently and without history, to import torch, matplotlib and the graders
+(and, started alone, to warm them up).
 ``SafeExecute`` then takes that kernel for the notebook in place of starting one, but only if it
 was prepared for exactly this folder, with exactly the files nbgrader put there, and is still
 alive; otherwise it starts one as usual. A kernel is never given to a second notebook: each is
@@ -54,6 +55,13 @@ __course_x = torch.nn.Parameter(torch.ones(2, 2))
 torch.optim.SGD([__course_x], lr=0.1).step()
 del __course_io, __course_Figure, __course_figure, __course_x, torch, matplotlib
 del course_utils
+"""
+# What a kernel forked from the zygote runs instead: the zygote imported the rest and warmed up
+# (``course_utils.autograde.sandboxed.zygote``), and a figure drawn here again would cost each
+# kernel a tenth of a second and spare its notebook nothing.
+FORKED_PRELOAD = """\
+import matplotlib.pyplot, course_utils.graders
+del matplotlib, course_utils
 """
 
 
@@ -136,7 +144,8 @@ class KernelPool:
             run_sync(manager.start_kernel)(extra_arguments=self.extra_arguments, cwd=folder)
         client = manager.client()
         client.start_channels()
-        preload = client.execute(PRELOAD, silent=True, store_history=False)
+        preload = client.execute(FORKED_PRELOAD if manager.forked else PRELOAD, silent=True,
+                                 store_history=False)
         self._ready[folder] = Prepared(folder, kernel_name, files, manager, client, preload)
 
     def take(self, folder: str, kernel_name: str) -> SandboxedKernelManager | None:

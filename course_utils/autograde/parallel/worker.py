@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import nbgrader.api
+import sqlalchemy
 from nbgrader.apps import AutogradeApp
 from nbgrader.converters import Autograde
 from nbgrader.converters.base import NbGraderException
@@ -47,6 +50,9 @@ def open_app(course: Path, nbgrader_args: list[str]) -> AutogradeApp:
     """nbgrader's autograde application for ``course``, configured as on the command line
     (``nbgrader_config.py`` and ``nbgrader_args``); its own log output is silenced, each
     submission's is kept with its result."""
+    # nbgrader opens the gradebook about ten times per notebook, each time with a new database
+    # engine that compiles its queries anew: one engine per database serves them all here.
+    nbgrader.api.create_engine = functools.cache(sqlalchemy.create_engine)
     os.chdir(course)
     app = AutogradeApp.instance()
     app.initialize(list(nbgrader_args))

@@ -47,7 +47,9 @@ PRELOADED = ("numpy", "torch", "torch.nn", "torch.optim", "torch.utils.data", "m
              "matplotlib.patches", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel",
              "tqdm", "course_utils.graders", "course_utils.data", GUARD,
              # what the first ``optimizer.step()`` imports (a second of CPU time)
-             "torch._dynamo")
+             "torch._dynamo",
+             # what each kernel imports as it starts (debugpy: a fifth of a second)
+             "ipykernel.debugger")
 # Imported by a kernel only: each sets itself up for the IPython shell running at its import.
 KERNEL_ONLY = ("matplotlib.pyplot", "matplotlib_inline", "tqdm.auto", "tqdm.autonotebook",
                "ipywidgets")
